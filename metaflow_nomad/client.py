@@ -143,10 +143,16 @@ class NomadClient:
     def register(self, job: dict) -> dict:
         return self._call("post", "jobs", json={"Job": job}).json()
 
-    def deregister(self, job_id: str, purge: bool = False, timeout: float | None = None) -> dict:
+    def deregister(
+        self,
+        job_id: str,
+        purge: bool = False,
+        timeout: float | None = None,
+        namespace: str | None = None,
+    ) -> dict:
+        """Stop a job by its exact ID (Nomad answers 200 even for unknown IDs)."""
         params = {"purge": "true"} if purge else {}
-        if self.settings.namespace:
-            params["namespace"] = self.settings.namespace
+        params.update(_ns(namespace or self.settings.namespace))
         return self._call(
             "delete", "job/" + _quote(job_id), params=params, timeout=timeout
         ).json()

@@ -37,6 +37,7 @@ CONFIG_NAMES: dict[str, str | None] = {
     "NOMAD_PRIORITY": None,
     "NOMAD_MHZ_PER_VCPU": None,
     "NOMAD_PENDING_TIMEOUT": None,
+    "NOMAD_TEMPLATE": None,
     "NOMAD_TEMPLATES_DIR": None,
     "NOMAD_SHARED_FILESYSTEM": None,
     "NOMAD_TASK_TLS_DIR": None,
@@ -48,24 +49,38 @@ SECRET_NAMES = frozenset({"NOMAD_TOKEN"})
 
 
 def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Return the configured ``NOMAD_*`` values (keys without the METAFLOW_ prefix).
+    """The values set through Metaflow: env ``METAFLOW_NOMAD_X`` or a Metaflow profile.
 
-    Values set through Metaflow (env ``METAFLOW_NOMAD_X`` or a profile) win; the
-    standard ``NOMAD_*`` variable is used otherwise.  Unset names are absent.
+    Keys drop the ``METAFLOW_`` prefix; unset names are absent.
     """
     environ = os.environ if environ is None else environ
     from metaflow.metaflow_config_funcs import from_conf
 
     values: dict[str, str] = {}
-    for name, fallback in CONFIG_NAMES.items():
+    for name in CONFIG_NAMES:
         value = environ.get("METAFLOW_" + name)
         if value is None:
             value = from_conf(name, None)
-        if value is None and fallback is not None:
-            value = environ.get(fallback)
         if value is not None and str(value) != "":
             values[name] = str(value)
     return values
+
+
+def read_standard_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The official Nomad CLI variables that are set (NOMAD_ADDR, NOMAD_TOKEN, ...)."""
+    environ = os.environ if environ is None else environ
+    names = {v for v in CONFIG_NAMES.values() if v}
+    return {name: environ[name] for name in names if environ.get(name)}
+
+
+def connection_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """METAFLOW_NOMAD_* values, falling back to the standard NOMAD_* ones, by our names."""
+    merged = read_config(environ)
+    standard = read_standard_env(environ)
+    for name, fallback in CONFIG_NAMES.items():
+        if name not in merged and fallback in standard:
+            merged[name] = standard[fallback]
+    return merged
 
 
 def is_truthy(value: str | None) -> bool:

@@ -1,0 +1,1 @@
+toplevel = "nomad_toplevel"

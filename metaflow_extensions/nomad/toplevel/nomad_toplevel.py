@@ -1,0 +1,2 @@
+__mf_extensions__ = "nomad"
+__version__ = "0.1.0"

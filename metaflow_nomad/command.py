@@ -1,0 +1,165 @@
+"""Build what a Nomad task runs: the bootstrap script and its environment.
+
+This is the only place that knows how Metaflow bootstraps a remote task (code
+package download, mflog capture, save_logs); the result is a plain
+``TaskLaunch`` that the template stage consumes.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+
+from metaflow.metaflow_config_funcs import config_values
+from metaflow.mflog import (
+    BASH_FLUSH_LOGS,
+    BASH_MFLOG,
+    BASH_SAVE_LOGS,
+    bash_capture_logs,
+    export_mflog_env_vars,
+)
+
+from .jobspec import JobIdentity, TaskLaunch
+
+LOGS_DIR = "$PWD/.logs"
+STDOUT_PATH = LOGS_DIR + "/mflog_stdout"
+STDERR_PATH = LOGS_DIR + "/mflog_stderr"
+INPUT_PATHS_CHUNK = 30 * 1024
+WORKLOAD_ENV = "METAFLOW_NOMAD_WORKLOAD"
+
+# Metaflow settings a remote task needs to find the datastore and services.  They
+# are forwarded only when set in the launcher.  Credentials are never in this list.
+_FORWARDED_CONFIG = (
+    "DEFAULT_METADATA",
+    "DATASTORE_SYSROOT_S3",
+    "DATASTORE_SYSROOT_AZURE",
+    "DATASTORE_SYSROOT_GS",
+    "DATATOOLS_S3ROOT",
+    "CARD_S3ROOT",
+    "S3_ENDPOINT_URL",
+    "S3_SERVER_SIDE_ENCRYPTION",
+    "S3_VERIFY_CERTIFICATE",
+    "SERVICE_URL",
+    "SERVICE_INTERNAL_URL",
+    "SERVICE_HEADERS",
+    "DEFAULT_SECRETS_BACKEND_TYPE",
+    "OTEL_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "SKIP_INSTALL_DEPENDENCIES",
+)
+
+
+def split_input_paths(input_paths: str | None) -> tuple[str | None, dict[str, str]]:
+    """Large joins have huge --input-paths; ship them in env chunks, like @kubernetes."""
+    if not input_paths:
+        return input_paths, {}
+    chunks = {
+        "METAFLOW_INPUT_PATHS_%d" % (i // INPUT_PATHS_CHUNK): input_paths[i : i + INPUT_PATHS_CHUNK]
+        for i in range(0, len(input_paths), INPUT_PATHS_CHUNK)
+    }
+    return "".join("${%s}" % name for name in chunks), chunks
+
+
+def task_environment(
+    identity: JobIdentity,
+    code_package: Mapping[str, str],
+    datastore_type: str,
+    user_env: Mapping[str, str],
+    extra: Mapping[str, str],
+    launcher_environ: Mapping[str, str],
+) -> dict[str, str]:
+    """The env every Metaflow task on Nomad gets; user @environment vars win."""
+    from metaflow import metaflow_config as mc
+
+    env: dict[str, str] = {
+        "METAFLOW_CODE_URL": code_package["url"],
+        "METAFLOW_CODE_SHA": code_package["sha"],
+        "METAFLOW_CODE_METADATA": code_package["metadata"],
+        "METAFLOW_CODE_DS": datastore_type,
+        "METAFLOW_USER": identity.user,
+        "METAFLOW_RUN_ID": identity.run_id,
+        "METAFLOW_RUNTIME_ENVIRONMENT": "nomad",
+        WORKLOAD_ENV: "1",
+    }
+    for name in _FORWARDED_CONFIG:
+        value = getattr(mc, name, None)
+        if value not in (None, ""):
+            env["METAFLOW_" + name] = value if isinstance(value, str) else json.dumps(value)
+        elif launcher_environ.get("METAFLOW_" + name):
+            env["METAFLOW_" + name] = launcher_environ["METAFLOW_" + name]
+    for key, value in config_values():
+        if key.startswith(("METAFLOW_CONDA_", "METAFLOW_DEBUG_")):
+            env[key] = value
+    env["METAFLOW_DEFAULT_DATASTORE"] = datastore_type
+    env.update(extra)
+    env.update(user_env)
+    return env
+
+
+def build_task_launch(
+    environment,
+    identity: JobIdentity,
+    step_cli: str,
+    code_package: Mapping[str, str],
+    datastore_type: str,
+    datastore_root: str | None,
+    env: Mapping[str, str],
+) -> TaskLaunch:
+    """The bash script that bootstraps and runs one Metaflow task, with mflog capture."""
+    mflog_expr = export_mflog_env_vars(
+        flow_name=identity.flow_name,
+        run_id=identity.run_id,
+        step_name=identity.step_name,
+        task_id=identity.task_id,
+        retry_count=identity.attempt,
+        datastore_type=datastore_type,
+        datastore_root=datastore_root if datastore_type == "local" else None,
+        stdout_path=STDOUT_PATH,
+        stderr_path=STDERR_PATH,
+    )
+    if datastore_type == "local":
+        init_cmds = _shared_filesystem_package_commands(code_package)
+    else:
+        init_cmds = environment.get_package_commands(
+            code_package["url"], datastore_type, code_package["metadata"]
+        )
+    step_expr = bash_capture_logs(
+        " && ".join(
+            [*environment.bootstrap_commands(identity.step_name, datastore_type), step_cli]
+        )
+    )
+    script = (
+        '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
+        f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)} && {step_expr}\n"
+        f"c=$?\n{BASH_SAVE_LOGS}\nexit $c\n"
+    )
+    return TaskLaunch(script=script, env=dict(env))
+
+
+def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list[str]:
+    """Local datastore on a shared filesystem: extract the package in place, no download."""
+    from metaflow.package import MetaflowPackage
+
+    exports = []
+    for key, value in MetaflowPackage.get_post_extract_env_vars(
+        code_package["metadata"], dest_dir="$(pwd)"
+    ).items():
+        if key.endswith(":"):
+            exports.append(f"export {key[:-1]}={value}")
+        else:
+            exports.append(f"export {key}={value}:$(printenv {key})")
+    return [
+        BASH_MFLOG,
+        BASH_FLUSH_LOGS,
+        "mflog 'Setting up task environment.'",
+        "mkdir metaflow",
+        "cd metaflow",
+        "mkdir .metaflow",
+        *MetaflowPackage.get_extract_commands(
+            code_package["metadata"], shlex.quote(code_package["url"]), dest_dir="."
+        ),
+        *exports,
+        "mflog 'Task is starting.'",
+        "flush_mflogs",
+    ]

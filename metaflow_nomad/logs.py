@@ -1,0 +1,56 @@
+"""Log tailing for the launcher.
+
+Task output is captured by Metaflow's mflog into the datastore (so ``flow.py
+logs`` works); the launcher tails it from there while the task runs.  Metaflow
+has tailers for S3, Azure and GCS; ``LocalTail`` adds the shared-filesystem case.
+Nomad's own alloc logs are a fallback shown when a task fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+
+class LocalTail:
+    """Yields complete new lines of a log file that another process rewrites."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            with open(self.path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size < self._offset:  # rewritten shorter: start again
+                    self._offset, self._partial = 0, b""
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+
+
+def get_tailer(log_url: str, datastore_type: str):
+    if datastore_type == "local":
+        return LocalTail(log_url)
+    from metaflow.mflog import get_log_tailer
+
+    return get_log_tailer(log_url, datastore_type)
+
+
+def raw_log_tail(client, alloc_id: str, task_name: str, tail_bytes: int = 4096) -> str:
+    """The end of the task's raw stdout and stderr, from Nomad's alloc logs API."""
+    parts = []
+    for stream in ("stdout", "stderr"):
+        text = client.alloc_logs(alloc_id, task_name, stream, tail_bytes)
+        if text.strip():
+            parts.append(f"--- last {tail_bytes} bytes of {stream} (nomad alloc logs) ---\n{text}")
+    return "\n".join(parts)

@@ -1,0 +1,355 @@
+"""``python flow.py nomad step|list|kill``.
+
+``nomad step`` is the trampoline: one local process per task attempt that renders
+the job (through the same ``render_jobspec`` as ``metaflow-nomad render``),
+submits it, follows it to the end, streams its logs, and makes sure the job
+never outlives it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import time
+import traceback
+
+from metaflow import util
+from metaflow._vendor import click
+from metaflow.exception import METAFLOW_EXIT_DISALLOW_RETRY
+from metaflow.metadata_provider.util import sync_local_metadata_from_datastore
+from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
+from metaflow.mflog import TASK_LOG_SOURCE
+
+from .errors import NomadException, NomadJobFailed, NomadJobKilled
+
+
+@click.group()
+def cli():
+    pass
+
+
+@cli.group(help="Commands related to Nomad.")
+def nomad():
+    pass
+
+
+def _nomad_decorator(flow, step_name):
+    step_func = getattr(flow, step_name)
+    return next(d for d in step_func.decorators if d.name == "nomad")
+
+
+class JobGuard:
+    """Stops the submitted job on SIGINT, SIGTERM, SIGHUP, crash or exit.
+
+    Python skips atexit on SIGTERM, and Metaflow's runtime SIGKILLs trampolines 5 s
+    after Ctrl-C, so the handlers stop the job first and exit right after.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, client, echo):
+        self.client = client
+        self.echo = echo
+        self.job_id = None
+        self.namespace = None
+        self.done = False
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+        atexit.register(self.stop)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        atexit.unregister(self.stop)
+
+    def _on_signal(self, signum, frame):
+        self.stop(reason=f"received {signal.Signals(signum).name}")
+        raise NomadJobKilled(f"The launcher received {signal.Signals(signum).name}; job stopped.")
+
+    def stop(self, reason: str = "the launcher is exiting") -> None:
+        if self.job_id is None or self.done:
+            return
+        self.done = True
+        try:
+            self.client.deregister(self.job_id, namespace=self.namespace, timeout=3)
+            self.echo(f"Stopped Nomad job {self.job_id} ({reason}).")
+        except NomadException as exc:
+            self.echo(f"Could not stop Nomad job {self.job_id}: {exc}")
+
+
+@nomad.command(
+    help="Execute a single task on Nomad. Used internally by Metaflow's runtime."
+)
+@click.argument("step-name")
+@click.argument("code-package-metadata")
+@click.argument("code-package-sha")
+@click.argument("code-package-url")
+@click.option("--run-time-limit", default=5 * 24 * 60 * 60, type=int)
+@click.option("--run-id", help="Passed to the top-level 'step'.")
+@click.option("--task-id", help="Passed to the top-level 'step'.")
+@click.option("--input-paths", help="Passed to the top-level 'step'.")
+@click.option("--split-index", help="Passed to the top-level 'step'.")
+@click.option("--clone-path", help="Passed to the top-level 'step'.")
+@click.option("--clone-run-id", help="Passed to the top-level 'step'.")
+@click.option("--tag", multiple=True, default=None, help="Passed to the top-level 'step'.")
+@click.option("--namespace", default=None, help="Passed to the top-level 'step'.")
+@click.option("--retry-count", default=0, help="Passed to the top-level 'step'.")
+@click.option("--max-user-code-retries", default=0, help="Passed to the top-level 'step'.")
+@click.option("--ubf-context", default=None, help="Passed to the top-level 'step'.")
+@click.option("--num-parallel", default=None, type=int, help="Not supported with @nomad.")
+@click.pass_context
+def step(
+    ctx,
+    step_name,
+    code_package_metadata,
+    code_package_sha,
+    code_package_url,
+    run_time_limit,
+    num_parallel,
+    **kwargs,
+):
+    from .command import build_task_launch, split_input_paths, task_environment
+    from .config import read_config
+    from .jobs import default_client
+    from .jobspec import JobIdentity, parse_jobspec, render_jobspec
+
+    flow = ctx.obj.flow
+    retry_count = int(kwargs.get("retry_count") or 0)
+    identity = JobIdentity(
+        flow_name=flow.name,
+        run_id=str(kwargs["run_id"]),
+        step_name=step_name,
+        task_id=str(kwargs["task_id"]),
+        attempt=retry_count,
+        user=util.get_username(),
+    )
+    job_label = f"{identity.run_id}/{step_name}/{identity.task_id}"
+
+    def echo(msg, stream="stderr", **opts):
+        ctx.obj.echo_always(f"[nomad {job_label}] {util.to_unicode(msg)}", err=True, **opts)
+
+    def echo_log(line, stream="stderr", **opts):
+        ctx.obj.echo_always(util.to_unicode(line), err=stream == "stderr", **opts)
+
+    deco = _nomad_decorator(flow, step_name)
+    settings = deco.settings
+    node = ctx.obj.graph[step_name]
+    config = read_config()
+
+    retry_deco = [d for d in node.decorators if d.name == "retry"]
+    if retry_count and retry_deco:
+        minutes = int(retry_deco[0].attributes.get("minutes_between_retries", 2))
+        if minutes:
+            echo(f"Sleeping {minutes} minute(s) before attempt {retry_count}.")
+            time.sleep(minutes * 60)
+
+    user_env = {"METAFLOW_FLOW_FILENAME": os.path.basename(sys.argv[0])}
+    env_deco = [d for d in node.decorators if d.name == "environment"]
+    if env_deco:
+        user_env.update({k: str(v) for k, v in env_deco[0].attributes["vars"].items()})
+    kwargs["input_paths"], input_env = split_input_paths(kwargs.get("input_paths"))
+    kwargs.pop("ubf_context", None)
+
+    executable = ctx.obj.environment.executable(step_name, config.get("NOMAD_PYTHON"))
+    step_cli = "{entry} {top} step {step} {args}".format(
+        entry=f"{executable} -u {os.path.basename(sys.argv[0])}",
+        top=" ".join(util.dict_to_cli_options(ctx.parent.parent.params)),
+        step=step_name,
+        args=" ".join(util.dict_to_cli_options(kwargs)),
+    )
+    datastore = ctx.obj.flow_datastore
+    task_ds = datastore.get_task_datastore(
+        mode="w", run_id=identity.run_id, step_name=step_name,
+        task_id=identity.task_id, attempt=retry_count,
+    )
+    stdout_location = task_ds.get_log_location(TASK_LOG_SOURCE, "stdout")
+    stderr_location = task_ds.get_log_location(TASK_LOG_SOURCE, "stderr")
+    code_package = {
+        "url": code_package_url,
+        "sha": code_package_sha,
+        "metadata": code_package_metadata,
+    }
+
+    def sync_metadata():
+        if ctx.obj.metadata.TYPE == "local" and datastore.TYPE != "local":
+            sync_local_metadata_from_datastore(
+                DATASTORE_LOCAL_DIR,
+                datastore.get_task_datastore(identity.run_id, step_name, identity.task_id),
+            )
+
+    client = default_client()
+    with JobGuard(client, echo) as guard:
+        try:
+            if num_parallel:
+                raise NomadException("@parallel is not supported with @nomad yet.")
+            launch = build_task_launch(
+                ctx.obj.environment,
+                identity,
+                step_cli,
+                code_package,
+                datastore.TYPE,
+                datastore.datastore_root,
+                task_environment(identity, code_package, datastore.TYPE, user_env, input_env,
+                                 os.environ),
+            )
+            rendered = render_jobspec(
+                settings,
+                identity,
+                launch,
+                flow_dir=os.path.dirname(os.path.abspath(sys.argv[0])),
+                templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
+            )
+            job = parse_jobspec(rendered, client)
+            echo(
+                f"Submitting job {rendered.job_id} ({settings.driver}, "
+                f"{settings.describe_resources()}, template {rendered.template.name})."
+            )
+            guard.job_id = rendered.job_id
+            guard.namespace = job.get("Namespace")
+            client.register(job)
+        except (NomadException, OSError):
+            traceback.print_exc(chain=False)
+            guard.stop(reason="submission failed")
+            sync_metadata()
+            sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
+        try:
+            _follow_job(
+                client, rendered, settings, guard, run_time_limit, echo, echo_log,
+                stdout_location, stderr_location, datastore.TYPE,
+            )
+        except NomadJobKilled:
+            traceback.print_exc(chain=False)
+            sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
+        finally:
+            sync_metadata()
+
+
+def _follow_job(client, rendered, settings, guard, run_time_limit, echo, echo_log,
+                stdout_location, stderr_location, datastore_type):
+    from metaflow.mflog import tail_logs
+
+    from .jobspec import TASK_NAME
+    from .logs import get_tailer, raw_log_tail
+    from .tracking import JobTracker
+
+    tracker = JobTracker(
+        client, rendered.job_id, TASK_NAME, echo, namespace=guard.namespace,
+        memory_mb=settings.memory,
+    ).start()
+    started_at = time.monotonic()
+    if not tracker.wait_started(settings.pending_timeout):
+        reason = tracker.state.diagnosis or "no placement yet"
+        guard.stop(reason="pending timeout")
+        raise NomadJobFailed(
+            f"The task was still pending after {settings.pending_timeout:g}s "
+            f"(pending_timeout): {reason}"
+        )
+    final_pass = []
+
+    def has_log_updates():
+        if time.monotonic() - started_at > run_time_limit:
+            return False
+        if not tracker.state.finished.is_set():
+            return True
+        if not final_pass:
+            final_pass.append(True)
+            return True
+        return False
+
+    tail_logs(
+        prefix=b"",
+        stdout_tail=get_tailer(stdout_location, datastore_type),
+        stderr_tail=get_tailer(stderr_location, datastore_type),
+        echo=echo_log,
+        has_log_updates=has_log_updates,
+    )
+    if not tracker.state.finished.is_set():
+        guard.stop(reason="run time limit")
+        raise NomadJobFailed(
+            f"The task exceeded its time limit of {run_time_limit}s (@timeout); the job was "
+            "stopped."
+        )
+    outcome = tracker.outcome()
+    guard.done = outcome.status in ("complete", "failed")
+    if outcome.succeeded:
+        echo(f"Task finished with exit code 0 on node {outcome.node_name}.")
+        return
+    if outcome.status in ("lost", "unknown"):
+        guard.stop(reason=f"allocation {outcome.status}")
+    raw = raw_log_tail(client, outcome.alloc_id, TASK_NAME) if outcome.alloc_id else ""
+    if raw:
+        echo(raw)
+    raise NomadJobFailed(
+        f"Step failed on Nomad (job {rendered.job_id}, allocation "
+        f"{(outcome.alloc_id or '-')[:8]}): {outcome.message or outcome.status}. "
+        "This could be a transient error. Use @retry to retry."
+    )
+
+
+def _run_filters(obj, run_id, user, my_runs):
+    if user and my_runs:
+        raise click.UsageError("--user and --my-runs cannot be used together.")
+    if my_runs:
+        user = util.get_username()
+    if not (run_id or user):
+        run_id = util.get_latest_run_id(obj.echo, obj.flow.name)
+        if run_id is None:
+            raise click.UsageError("No run found: pass --run-id, --user or --my-runs.")
+    return run_id, user
+
+
+@nomad.command(name="list", help="List unfinished Nomad jobs of this flow (latest run by default).")
+@click.option("--my-runs", is_flag=True, default=False, help="List all my unfinished tasks.")
+@click.option("--user", default=None, help="List unfinished tasks of the given user.")
+@click.option("--run-id", default=None, help="List unfinished tasks of the run id.")
+@click.option("--prefix", default=None, help="Only jobs whose ID starts with this prefix.")
+@click.pass_obj
+def list_jobs(obj, my_runs, user, run_id, prefix):
+    from .jobs import default_client, find_jobs
+
+    if not prefix:
+        run_id, user = _run_filters(obj, run_id, user, my_runs)
+    jobs = find_jobs(default_client(), obj.flow.name, run_id, user, prefix)
+    for job in jobs:
+        meta = job.get("Meta") or {}
+        obj.echo(
+            f"Run *{meta.get('metaflow.run_id')}* step *{meta.get('metaflow.step_name')}* "
+            f"task {meta.get('metaflow.task_id')} attempt {meta.get('metaflow.attempt')} "
+            f"job *{job['ID']}* status *{job.get('Status')}*"
+        )
+    if not jobs:
+        obj.echo("No unfinished Nomad jobs found.")
+
+
+@nomad.command(help="Stop unfinished Nomad jobs of this flow (latest run by default).")
+@click.option("--job-id", "job_ids", multiple=True, help="Exact Nomad job ID; repeatable.")
+@click.option("--my-runs", is_flag=True, default=False, help="Kill all my unfinished tasks.")
+@click.option("--user", default=None, help="Kill unfinished tasks of the given user.")
+@click.option("--run-id", default=None, help="Kill unfinished tasks of the run id.")
+@click.option("--prefix", default=None, help="Only jobs whose ID starts with this prefix.")
+@click.option("--purge", is_flag=True, default=False, help="Purge the jobs after stopping.")
+@click.pass_obj
+def kill(obj, job_ids, my_runs, user, run_id, prefix, purge):
+    from .jobs import default_client, find_jobs, stop_jobs
+
+    client = default_client()
+    if job_ids:
+        jobs = []
+        for job_id in job_ids:
+            job = client.job(job_id)
+            if job is None:
+                obj.echo(f"No Nomad job with ID {job_id}.")
+            else:
+                jobs.append(job)
+    else:
+        if not prefix:
+            run_id, user = _run_filters(obj, run_id, user, my_runs)
+        jobs = find_jobs(client, obj.flow.name, run_id, user, prefix)
+    stopped = stop_jobs(client, jobs, purge, obj.echo)
+    obj.echo(f"Stopped {stopped} Nomad job(s).")
