@@ -1,0 +1,36 @@
+# One command for the demo, one for the tests; everything else is set-up they need.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+
+.PHONY: setup nomad demo test test-unit lint bench bench-quick
+
+$(VENV)/.installed: setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+setup: $(VENV)/.installed
+
+nomad:
+	bash scripts/get_nomad.sh >/dev/null
+
+demo: setup nomad
+	$(PY) scripts/demo.py
+
+test: setup nomad lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not integration" tests
+
+lint: setup
+	$(VENV)/bin/ruff check metaflow_nomad metaflow_extensions tests benchmarks scripts examples
+	$(VENV)/bin/ruff format --check metaflow_nomad metaflow_extensions tests benchmarks scripts examples
+
+bench: setup nomad
+	$(PY) benchmarks/run.py
+
+bench-quick: setup nomad
+	$(PY) benchmarks/run.py --quick

@@ -1,0 +1,78 @@
+"""Shared fixtures: a real Nomad agent for the whole session, and a flow runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from metaflow_nomad.client import ConnectionSettings, NomadClient
+from metaflow_nomad.local_agent import AgentOptions, LocalAgent
+
+REPO = Path(__file__).resolve().parent.parent
+FLOWS = Path(__file__).resolve().parent / "flows"
+
+
+@pytest.fixture(scope="session")
+def nomad_agent():
+    # raw_exec tasks inherit the agent's PATH: put this interpreter first so tasks
+    # run with the same Python and packages as the launcher.
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    agent = LocalAgent(options=AgentOptions(env={"PATH": path}))
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture()
+def nomad_client(nomad_agent) -> NomadClient:
+    return NomadClient(ConnectionSettings(address=nomad_agent.address))
+
+
+@dataclass
+class FlowResult:
+    returncode: int
+    output: str
+    run_id: str | None
+
+
+@pytest.fixture()
+def run_flow(nomad_agent, tmp_path):
+    """Run a flow from tests/flows in a fresh directory against the session agent."""
+
+    def run(flow_file: str, *args: str, env: dict | None = None, timeout: float = 300,
+            command: str = "run") -> FlowResult:
+        shutil.copy(FLOWS / flow_file, tmp_path / flow_file)
+        full_env = dict(os.environ)
+        full_env.update(
+            {
+                "USER": "tester",
+                "METAFLOW_NOMAD_ADDRESS": nomad_agent.address,
+                "METAFLOW_NOMAD_DRIVER": "raw_exec",
+                "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
+                "METAFLOW_HOME": str(tmp_path / "mfhome"),
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+            }
+        )
+        full_env.update(env or {})
+        run_id_file = tmp_path / "run_id"
+        extra = ["--run-id-file", str(run_id_file)] if command == "run" else []
+        proc = subprocess.run(
+            [sys.executable, flow_file, "--no-pylint", command, *extra, *args],
+            cwd=tmp_path,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+        run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+        return FlowResult(proc.returncode, proc.stdout, run_id)
+
+    run.workdir = tmp_path
+    return run
