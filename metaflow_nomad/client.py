@@ -153,9 +153,7 @@ class NomadClient:
         """Stop a job by its exact ID (Nomad answers 200 even for unknown IDs)."""
         params = {"purge": "true"} if purge else {}
         params.update(_ns(namespace or self.settings.namespace))
-        return self._call(
-            "delete", "job/" + _quote(job_id), params=params, timeout=timeout
-        ).json()
+        return self._call("delete", "job/" + _quote(job_id), params=params, timeout=timeout).json()
 
     def job(self, job_id: str, namespace: str | None = None) -> dict | None:
         try:
@@ -166,7 +164,10 @@ class NomadClient:
             raise
 
     def list_jobs(
-        self, prefix: str | None = None, filter_expr: str | None = None, namespace: str | None = None
+        self,
+        prefix: str | None = None,
+        filter_expr: str | None = None,
+        namespace: str | None = None,
     ) -> list[dict]:
         params = {"meta": "true", **_ns(namespace)}
         if prefix:
@@ -185,8 +186,13 @@ class NomadClient:
         response = self._call("get", path, params=query, timeout=wait_s * 1.1 + self.timeout)
         return response.json(), int(response.headers.get("X-Nomad-Index", 0))
 
-    def job_allocations(self, job_id: str, index: int = 0, wait_s: float = BLOCKING_WAIT_S,
-                        namespace: str | None = None):
+    def job_allocations(
+        self,
+        job_id: str,
+        index: int = 0,
+        wait_s: float = BLOCKING_WAIT_S,
+        namespace: str | None = None,
+    ):
         return self.blocking_get(
             f"job/{_quote(job_id)}/allocations", index, wait_s, {"all": "true", **_ns(namespace)}
         )

@@ -125,9 +125,7 @@ def build_task_launch(
             code_package["url"], datastore_type, code_package["metadata"]
         )
     step_expr = bash_capture_logs(
-        " && ".join(
-            [*environment.bootstrap_commands(identity.step_name, datastore_type), step_cli]
-        )
+        " && ".join([*environment.bootstrap_commands(identity.step_name, datastore_type), step_cli])
     )
     script = (
         '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'

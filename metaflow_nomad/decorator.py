@@ -55,8 +55,9 @@ def load_project_file(flow_dir: str) -> dict:
     return {}
 
 
-def resolve_for_step(step_name: str, decos, nomad_deco, flow_dir: str,
-                     project_document: dict | None = None) -> StepSettings:
+def resolve_for_step(
+    step_name: str, decos, nomad_deco, flow_dir: str, project_document: dict | None = None
+) -> StepSettings:
     """Resolve settings for a step from its decorators and the current configuration."""
     resources = next((d for d in decos if d.name == "resources"), None)
     document = load_project_file(flow_dir) if project_document is None else project_document
@@ -238,8 +239,8 @@ class NomadDecorator(StepDecorator):
             "nomad-datacenter": os.environ.get("NOMAD_DC"),
             "nomad-namespace": os.environ.get("NOMAD_NAMESPACE"),
             "nomad-region": os.environ.get("NOMAD_REGION"),
-            "nomad-template": os.environ.get("NOMAD_META_metaflow_template"),
-            "nomad-template-version": os.environ.get("NOMAD_META_metaflow_template_version"),
+            "nomad-template": os.environ.get("NOMAD_META_METAFLOW_TEMPLATE"),
+            "nomad-template-version": os.environ.get("NOMAD_META_METAFLOW_TEMPLATE_VERSION"),
         }
         metadata.register_metadata(
             run_id,
@@ -270,7 +271,7 @@ class NomadDecorator(StepDecorator):
     @classmethod
     def _save_package_once(cls, flow_datastore, package):
         if cls.package_url is None:
-            cls.package_url, cls.package_sha = flow_datastore.save_data(
-                [package.blob], len_hint=1
-            )[0]
+            cls.package_url, cls.package_sha = flow_datastore.save_data([package.blob], len_hint=1)[
+                0
+            ]
             cls.package_metadata = package.package_metadata

@@ -55,7 +55,5 @@ def to_hcl(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(to_hcl(v) for v in value) + "]"
     if value is None:
-        raise TypeError(
-            "None cannot be written into HCL; guard it with {% if ... is not none %}"
-        )
+        raise TypeError("None cannot be written into HCL; guard it with {% if ... is not none %}")
     raise TypeError(f"cannot write a {type(value).__name__} into HCL")

@@ -40,9 +40,7 @@ def find_jobs(
         clauses.append(f'Meta["metaflow.run_id"] == "{_bexpr(run_id)}"')
     if user:
         clauses.append(f'Meta["metaflow.user"] == "{_bexpr(user)}"')
-    jobs = client.list_jobs(
-        prefix=search_prefix, filter_expr=" and ".join(clauses), namespace="*"
-    )
+    jobs = client.list_jobs(prefix=search_prefix, filter_expr=" and ".join(clauses), namespace="*")
     if not include_dead:
         jobs = [j for j in jobs if j.get("Status") in ACTIVE_STATUSES]
     return sorted(jobs, key=lambda j: j.get("SubmitTime", 0), reverse=True)

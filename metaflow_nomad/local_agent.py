@@ -8,6 +8,7 @@ extension point for ACL- and TLS-enabled variants.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -146,7 +147,9 @@ plugin "raw_exec" {{
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 last_error = str(exc)
             time.sleep(0.2)
-        raise RuntimeError(f"nomad agent not ready after {timeout}s ({last_error}):\n{self.log_tail()}")
+        raise RuntimeError(
+            f"nomad agent not ready after {timeout}s ({last_error}):\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -165,10 +168,8 @@ plugin "raw_exec" {{
                 self.process.wait()
         if self.process:
             # Task executors run in the agent's session; make sure none survive it.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process = None
         if cleanup:
             shutil.rmtree(self.data_dir, ignore_errors=True)

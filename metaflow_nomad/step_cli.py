@@ -83,9 +83,7 @@ class JobGuard:
             self.echo(f"Could not stop Nomad job {self.job_id}: {exc}")
 
 
-@nomad.command(
-    help="Execute a single task on Nomad. Used internally by Metaflow's runtime."
-)
+@nomad.command(help="Execute a single task on Nomad. Used internally by Metaflow's runtime.")
 @click.argument("step-name")
 @click.argument("code-package-metadata")
 @click.argument("code-package-sha")
@@ -165,8 +163,11 @@ def step(
     )
     datastore = ctx.obj.flow_datastore
     task_ds = datastore.get_task_datastore(
-        mode="w", run_id=identity.run_id, step_name=step_name,
-        task_id=identity.task_id, attempt=retry_count,
+        mode="w",
+        run_id=identity.run_id,
+        step_name=step_name,
+        task_id=identity.task_id,
+        attempt=retry_count,
     )
     stdout_location = task_ds.get_log_location(TASK_LOG_SOURCE, "stdout")
     stderr_location = task_ds.get_log_location(TASK_LOG_SOURCE, "stderr")
@@ -195,8 +196,9 @@ def step(
                 code_package,
                 datastore.TYPE,
                 datastore.datastore_root,
-                task_environment(identity, code_package, datastore.TYPE, user_env, input_env,
-                                 os.environ),
+                task_environment(
+                    identity, code_package, datastore.TYPE, user_env, input_env, os.environ
+                ),
             )
             rendered = render_jobspec(
                 settings,
@@ -220,8 +222,16 @@ def step(
             sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
         try:
             _follow_job(
-                client, rendered, settings, guard, run_time_limit, echo, echo_log,
-                stdout_location, stderr_location, datastore.TYPE,
+                client,
+                rendered,
+                settings,
+                guard,
+                run_time_limit,
+                echo,
+                echo_log,
+                stdout_location,
+                stderr_location,
+                datastore.TYPE,
             )
         except NomadJobKilled:
             traceback.print_exc(chain=False)
@@ -230,8 +240,18 @@ def step(
             sync_metadata()
 
 
-def _follow_job(client, rendered, settings, guard, run_time_limit, echo, echo_log,
-                stdout_location, stderr_location, datastore_type):
+def _follow_job(
+    client,
+    rendered,
+    settings,
+    guard,
+    run_time_limit,
+    echo,
+    echo_log,
+    stdout_location,
+    stderr_location,
+    datastore_type,
+):
     from metaflow.mflog import tail_logs
 
     from .jobspec import TASK_NAME
@@ -239,7 +259,11 @@ def _follow_job(client, rendered, settings, guard, run_time_limit, echo, echo_lo
     from .tracking import JobTracker
 
     tracker = JobTracker(
-        client, rendered.job_id, TASK_NAME, echo, namespace=guard.namespace,
+        client,
+        rendered.job_id,
+        TASK_NAME,
+        echo,
+        namespace=guard.namespace,
         memory_mb=settings.memory,
     ).start()
     started_at = time.monotonic()

@@ -127,7 +127,10 @@ def _resolve_name(
     for name in (requested, requested + SUFFIX):
         for directory in (*search_dirs, str(PACKAGED_ROOT / TEMPLATE_API_VERSION)):
             if (Path(directory) / name).is_file():
-                if directory.endswith(TEMPLATE_API_VERSION) and Path(directory).parent == PACKAGED_ROOT:
+                if (
+                    directory.endswith(TEMPLATE_API_VERSION)
+                    and Path(directory).parent == PACKAGED_ROOT
+                ):
                     return f"{TEMPLATE_API_VERSION}/{name}", search_dirs
                 return name, search_dirs
     looked = [*search_dirs, str(PACKAGED_ROOT / TEMPLATE_API_VERSION)]
@@ -180,8 +183,9 @@ def _load(name: str, search_dirs: tuple[str, ...]) -> LoadedTemplate:
             f"{TEMPLATE_API_VERSION} (see nomad_templates/README.md) or pin a matching "
             "metaflow-nomad version."
         )
-    return LoadedTemplate(name=name, path=path, api_version=match.group(1), sha256=digest,
-                          template=template)
+    return LoadedTemplate(
+        name=name, path=path, api_version=match.group(1), sha256=digest, template=template
+    )
 
 
 def _source_and_digest(env: jinja2.Environment, name: str, seen: set) -> tuple[str, str]:
@@ -201,8 +205,9 @@ def render_template(loaded: LoadedTemplate, context: Mapping[str, Any]) -> str:
         return loaded.template.render(context)
     except (jinja2.TemplateError, TypeError) as exc:
         where = _template_frame(sys.exc_info()[2]) or loaded.path
-        raise NomadTemplateError(f"{where}: {exc}. See nomad_templates/README.md for the "
-                                 "variables a template may use.") from None
+        raise NomadTemplateError(
+            f"{where}: {exc}. See nomad_templates/README.md for the variables a template may use."
+        ) from None
 
 
 def _template_frame(tb) -> str | None:

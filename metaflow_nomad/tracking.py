@@ -52,7 +52,9 @@ def describe_placement_failure(evaluations: list[dict], memory_mb: int | None = 
         for group, metric in failed.items():
             return _describe_metric(group, metric, memory_mb)
         if evaluation.get("Status") == "failed":
-            return f"the scheduler failed to evaluate the job: {evaluation.get('StatusDescription')}"
+            return (
+                f"the scheduler failed to evaluate the job: {evaluation.get('StatusDescription')}"
+            )
     return None
 
 
@@ -67,9 +69,11 @@ def _describe_metric(group: str, metric: dict, memory_mb: int | None) -> str:
         )
     for constraint, count in sorted((metric.get("ConstraintFiltered") or {}).items()):
         if constraint.startswith("missing drivers"):
-            reasons.append(f"{count} of {evaluated} node(s) do not have the task's driver healthy")
+            reasons.append(f"{count} of {evaluated} node(s) lack a healthy driver for the task")
         elif constraint.startswith("missing devices") or "device" in constraint:
-            reasons.append(f"{count} of {evaluated} node(s) lack the requested device ({constraint})")
+            reasons.append(
+                f"{count} of {evaluated} node(s) lack the requested device ({constraint})"
+            )
         else:
             reasons.append(
                 f"{count} of {evaluated} node(s) were filtered out by constraint `{constraint}`"

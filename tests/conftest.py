@@ -45,8 +45,13 @@ class FlowResult:
 def run_flow(nomad_agent, tmp_path):
     """Run a flow from tests/flows in a fresh directory against the session agent."""
 
-    def run(flow_file: str, *args: str, env: dict | None = None, timeout: float = 300,
-            command: str = "run") -> FlowResult:
+    def run(
+        flow_file: str,
+        *args: str,
+        env: dict | None = None,
+        timeout: float = 300,
+        command: str = "run",
+    ) -> FlowResult:
         shutil.copy(FLOWS / flow_file, tmp_path / flow_file)
         full_env = dict(os.environ)
         full_env.update(

@@ -59,7 +59,9 @@ def test_with_option_reaches_the_submitted_job(run_flow, nomad_client):
 
 
 def test_local_datastore_without_shared_filesystem_is_refused(run_flow, nomad_client):
-    result = run_flow("with_flow.py", "--with", "nomad", env={"METAFLOW_NOMAD_SHARED_FILESYSTEM": ""})
+    result = run_flow(
+        "with_flow.py", "--with", "nomad", env={"METAFLOW_NOMAD_SHARED_FILESYSTEM": ""}
+    )
     assert result.returncode != 0
     assert "METAFLOW_NOMAD_SHARED_FILESYSTEM=1" in result.output
     assert "--datastore=s3" in result.output
