@@ -410,17 +410,18 @@ class _Validator:
 def project_defaults_for_step(document: Mapping[str, Any] | None, step_name: str) -> dict:
     """Pick this step's values from a parsed ``metaflow_nomad.yaml``.
 
-    Schema: ``{"defaults": {setting: value}, "steps": {step_name: {setting: value}}}``;
-    a step's own section wins over ``defaults``.
+    Schema: ``{"defaults": {setting: value}, "steps": {step_name: {setting: value}},
+    "values": {...}}``; a step's own section wins over ``defaults``, and ``values``
+    is free-form data for templates (not a setting).
     """
     if not document:
         return {}
-    if not isinstance(document, Mapping) or set(document) - {"defaults", "steps"}:
+    if not isinstance(document, Mapping) or set(document) - {"defaults", "steps", "values"}:
         raise NomadSettingsError(
             step_name,
             "metaflow_nomad.yaml",
             sorted(document) if isinstance(document, Mapping) else document,
-            "a mapping with only the keys 'defaults' and 'steps'",
+            "a mapping with only the keys 'defaults', 'steps' and 'values'",
             "metaflow_nomad.yaml",
         )
     merged = dict(document.get("defaults") or {})

@@ -377,3 +377,8 @@ def kill(obj, job_ids, my_runs, user, run_id, prefix, purge):
         jobs = find_jobs(client, obj.flow.name, run_id, user, prefix)
     stopped = stop_jobs(client, jobs, purge, obj.echo)
     obj.echo(f"Stopped {stopped} Nomad job(s).")
+
+
+from .render_cli import render_command  # noqa: E402 - attaches `nomad render`
+
+nomad.add_command(render_command)

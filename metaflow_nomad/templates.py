@@ -34,6 +34,7 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta as jinja_meta
+from jinja2 import nodes as jinja_nodes
 
 from .errors import NomadTemplateError
 from .hcl import HclRaw, quote, to_hcl
@@ -83,6 +84,12 @@ def _hcl_raw(value: Any) -> HclRaw:
     return HclRaw(value)
 
 
+def _finalize(value: Any) -> str:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return to_hcl(value)
+
+
 @lru_cache(maxsize=16)
 def template_environment(search_dirs: tuple[str, ...]) -> jinja2.Environment:
     """One cached environment per search path: compiled templates are reused."""
@@ -97,7 +104,7 @@ def template_environment(search_dirs: tuple[str, ...]) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
-        finalize=to_hcl,
+        finalize=_finalize,
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -183,9 +190,36 @@ def _load(name: str, search_dirs: tuple[str, ...]) -> LoadedTemplate:
             f"{TEMPLATE_API_VERSION} (see nomad_templates/README.md) or pin a matching "
             "metaflow-nomad version."
         )
+    _check_blocks(env, path, source)
     return LoadedTemplate(
         name=name, path=path, api_version=match.group(1), sha256=digest, template=template
     )
+
+
+def _check_blocks(env: jinja2.Environment, path: str, source: str) -> None:
+    """Jinja silently drops a child block its parents lack; for us that is a typo."""
+    ast = env.parse(source)
+    extends = ast.find(jinja_nodes.Extends)
+    if extends is None or not isinstance(extends.template, jinja_nodes.Const):
+        return
+    available = _blocks_of(env, extends.template.value)
+    for block in ast.find_all(jinja_nodes.Block):
+        if block.name not in available:
+            raise NomadTemplateError(
+                f"{path}:{block.lineno}: block {block.name!r} does not exist in "
+                f"{extends.template.value!r}, so it would be ignored. Blocks you can "
+                f"replace: {', '.join(sorted(available))}."
+            )
+
+
+def _blocks_of(env: jinja2.Environment, name: str) -> set:
+    source, _, _ = env.loader.get_source(env, name)
+    ast = env.parse(source)
+    blocks = {b.name for b in ast.find_all(jinja_nodes.Block)}
+    extends = ast.find(jinja_nodes.Extends)
+    if extends is not None and isinstance(extends.template, jinja_nodes.Const):
+        blocks |= _blocks_of(env, extends.template.value)
+    return blocks
 
 
 def _source_and_digest(env: jinja2.Environment, name: str, seen: set) -> tuple[str, str]:
@@ -225,13 +259,16 @@ def render_origins(loaded: LoadedTemplate, context: Mapping[str, Any]) -> list[s
     """For each rendered line, the ``file:line`` of the template that produced it.
 
     Jinja keeps no source map, so this re-renders while watching which template
-    line each output chunk comes from (through Jinja's compiled debug info).  It
-    is only used on the error path.
+    each output chunk comes from and roughly where (Jinja's compiled debug info),
+    then pins literal text to the exact source line that contains it.  It is only
+    used on the error path.
     """
     env = loaded.template.environment
     debug_by_file: dict[str, list[tuple[int, int]]] = {}
+    sources: dict[str, list[str]] = {}
 
-    def debug_info(filename: str):
+    def approximate_line(frame) -> tuple[str, int]:
+        filename = frame.f_code.co_filename
         if filename not in debug_by_file:
             template = next(
                 (t for t in _templates_by_filename(env) if t.filename == filename), None
@@ -239,16 +276,27 @@ def render_origins(loaded: LoadedTemplate, context: Mapping[str, Any]) -> list[s
             debug_by_file[filename] = sorted(
                 (code, tpl) for tpl, code in (template.debug_info if template else [])
             )
-        return debug_by_file[filename]
-
-    def template_line(frame) -> tuple[str, int]:
-        filename = frame.f_code.co_filename
         best = 1
-        for code_line, tpl_line in debug_info(filename):
+        for code_line, tpl_line in debug_by_file[filename]:
             if code_line > frame.f_lineno:
                 break
             best = tpl_line
         return filename, best
+
+    def exact_line(filename: str, approx: int, text: str) -> int:
+        """The source line holding this literal text, nearest at or after ``approx``."""
+        if filename not in sources:
+            try:
+                sources[filename] = Path(filename).read_text().splitlines()
+            except OSError:
+                sources[filename] = []
+        needle = text.strip()
+        lines = sources[filename]
+        hits = [n for n, line in enumerate(lines, 1) if line.strip().startswith(needle)]
+        hits = hits or [n for n, line in enumerate(lines, 1) if needle in line]
+        if not needle or not hits:
+            return approx
+        return min(hits, key=lambda n: (n < approx, abs(n - approx)))
 
     ctx = loaded.template.new_context(dict(context))
     generator = loaded.template.root_render_func(ctx)
@@ -259,13 +307,13 @@ def render_origins(loaded: LoadedTemplate, context: Mapping[str, Any]) -> list[s
         while getattr(innermost, "gi_yieldfrom", None) is not None:
             innermost = innermost.gi_yieldfrom
         frame = innermost.gi_frame
-        filename, line = template_line(frame) if frame else (loaded.path, 1)
+        filename, approx = approximate_line(frame) if frame else (loaded.path, 1)
         for index, piece in enumerate(chunk.split("\n")):
             if index > 0:
-                origins.append(current or f"{filename}:{line + index - 1}")
+                origins.append(current or f"{filename}:{approx}")
                 current = None
             if current is None and piece.strip():
-                current = f"{filename}:{line + index}"
+                current = f"{filename}:{exact_line(filename, approx, piece)}"
     origins.append(current or loaded.path)
     return origins
 
