@@ -129,10 +129,29 @@ def build_task_launch(
     )
     script = (
         '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
-        f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)} && {step_expr}\n"
-        f"c=$?\n{BASH_SAVE_LOGS}\nexit $c\n"
+        f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}\n"
+        f"c=$?\n{_forward_stop_signals(step_expr)}\n{BASH_SAVE_LOGS}\nexit $c\n"
     )
     return TaskLaunch(script=script, env=dict(env))
+
+
+def _forward_stop_signals(step_expr: str) -> str:
+    """Run the step so that Nomad's kill signal reaches it at once.
+
+    Nomad signals only the task's main process (this bash).  Bash defers a signal
+    until its foreground child exits, so a stopped job would keep its allocation
+    running for the whole kill_timeout.  The step runs instead as a background job
+    in its own process group (``set -m``), and the trap forwards the signal to that
+    group; the logs are still saved afterwards.
+    """
+    return (
+        "if [ $c -eq 0 ]; then\n"
+        f"  set -m\n  ({step_expr}) &\n  child=$!\n  set +m\n"
+        "  for s in INT TERM HUP; do trap \"kill -$s -- -$child 2>/dev/null\" $s; done\n"
+        '  wait "$child"; c=$?\n'
+        '  while kill -0 "$child" 2>/dev/null; do wait "$child"; c=$?; done\n'
+        "fi"
+    )
 
 
 def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list[str]:
