@@ -252,12 +252,23 @@ def _follow_job(
     stderr_location,
     datastore_type,
 ):
+    """Follow the job to its end while streaming its logs; raise if the task did not succeed.
+
+    ``run_time_limit`` (from @timeout) is enforced inside the task; the launcher is
+    only the backstop for a task that cannot stop itself, so it counts from the
+    moment the task runs and allows some grace for the task's own timeout to fire.
+    """
     from metaflow.mflog import tail_logs
 
     from .jobspec import TASK_NAME
     from .logs import get_tailer, raw_log_tail
     from .tracking import JobTracker
 
+    placement = f"datacenters={list(settings.datacenters)}"
+    if settings.node_pool:
+        placement += f", node_pool={settings.node_pool}"
+    if settings.region:
+        placement += f", region={settings.region}"
     tracker = JobTracker(
         client,
         rendered.job_id,
@@ -265,19 +276,21 @@ def _follow_job(
         echo,
         namespace=guard.namespace,
         memory_mb=settings.memory,
+        placement=placement,
     ).start()
-    started_at = time.monotonic()
     if not tracker.wait_started(settings.pending_timeout):
-        reason = tracker.state.diagnosis or "no placement yet"
+        reason = tracker.state.diagnosis or "the scheduler has not placed it yet"
         guard.stop(reason="pending timeout")
         raise NomadJobFailed(
             f"The task was still pending after {settings.pending_timeout:g}s "
-            f"(pending_timeout): {reason}"
+            f"(pending_timeout), so job {rendered.job_id} was stopped: {reason}"
         )
+    grace = min(60.0, 5 + run_time_limit * 0.1)
+    deadline = time.monotonic() + run_time_limit + grace
     final_pass = []
 
     def has_log_updates():
-        if time.monotonic() - started_at > run_time_limit:
+        if time.monotonic() > deadline:
             return False
         if not tracker.state.finished.is_set():
             return True
@@ -296,24 +309,24 @@ def _follow_job(
     if not tracker.state.finished.is_set():
         guard.stop(reason="run time limit")
         raise NomadJobFailed(
-            f"The task exceeded its time limit of {run_time_limit}s (@timeout); the job was "
-            "stopped."
+            f"The task ran past its time limit of {run_time_limit}s (@timeout) and did not "
+            f"stop itself within {grace:g}s more, so the launcher stopped job {rendered.job_id}."
         )
     outcome = tracker.outcome()
-    guard.done = outcome.status in ("complete", "failed")
     if outcome.succeeded:
-        echo(f"Task finished with exit code 0 on node {outcome.node_name}.")
+        guard.done = True
         return
-    if outcome.status in ("lost", "unknown"):
-        guard.stop(reason=f"allocation {outcome.status}")
+    guard.stop(reason=f"task {outcome.status}")
     raw = raw_log_tail(client, outcome.alloc_id, TASK_NAME) if outcome.alloc_id else ""
     if raw:
         echo(raw)
-    raise NomadJobFailed(
+    message = (
         f"Step failed on Nomad (job {rendered.job_id}, allocation "
-        f"{(outcome.alloc_id or '-')[:8]}): {outcome.message or outcome.status}. "
-        "This could be a transient error. Use @retry to retry."
+        f"{(outcome.alloc_id or '-')[:8]}): {outcome.message or outcome.status}."
     )
+    if outcome.stopped_from_outside:
+        raise NomadJobKilled(message)
+    raise NomadJobFailed(message + " This could be a transient error. Use @retry to retry.")
 
 
 def _run_filters(obj, run_id, user, my_runs):
