@@ -6,7 +6,10 @@ always emitted as a complete, escaped, quoted HCL string.  ``HclRaw`` is the one
 explicit way out (the ``hcl_raw`` filter).
 
 Escaping covers the parse-time rules of HCL2 quoted templates: backslash, double
-quote, control characters, and the template introducers ``${`` and ``%{``.
+quote, control characters, and the template introducers ``${`` and ``%{``.  HCL
+also normalises every string to Unicode NFC (the property test found U+FA2A
+coming back as U+98EF, even when written as an escape), so a value that is not
+NFC-stable is refused with a clear error instead of being changed silently.
 Nomad's *runtime* interpolation (``${NOMAD_...}`` in env, args, meta) has no
 escape at all; values that must survive it are delivered base64-encoded instead
 (see ``command.py``).
@@ -14,6 +17,7 @@ escape at all; values that must survive it are delivered base64-encoded instead
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 
 
@@ -36,7 +40,23 @@ def quote(text: str) -> str:
         else:
             out.append(char)
     body = "".join(out).replace("${", "$${").replace("%{", "%%{")
+    if not unicodedata.is_normalized("NFC", text):
+        # HCL normalises strings to Unicode NFC, escaped or not, so such a value
+        # would reach Nomad changed.  Refuse it rather than submit something else.
+        raise ValueError(
+            f"the value {text!r} is not in Unicode NFC form, and HCL would silently "
+            "normalise it; pass unicodedata.normalize('NFC', value) instead"
+        )
+    if not unicodedata.is_normalized("NFC", body):
+        # A combining mark right after an escape (e.g. "\\n" + U+0301) would compose
+        # with the escape's letter in the source; escaped code points do not.
+        body = "".join(c if ord(c) < 0x80 else _unicode_escape(c) for c in body)
     return '"' + body + '"'
+
+
+def _unicode_escape(char: str) -> str:
+    code = ord(char)
+    return "\\u%04x" % code if code <= 0xFFFF else "\\U%08x" % code
 
 
 def to_hcl(value: object) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.runtime
 from jinja2 import meta as jinja_meta
 from jinja2 import nodes as jinja_nodes
 
@@ -84,6 +85,16 @@ def _hcl_raw(value: Any) -> HclRaw:
     return HclRaw(value)
 
 
+class _HclContext(jinja2.runtime.Context):
+    """``{{ super() }}`` outputs the parent block's HCL, which must not be re-quoted."""
+
+    def super(self, name, current):
+        reference = super().super(name, current)
+        if isinstance(reference, jinja2.runtime.BlockReference):
+            return lambda: HclRaw(reference())
+        return reference
+
+
 def _finalize(value: Any) -> str:
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
@@ -111,6 +122,7 @@ def template_environment(search_dirs: tuple[str, ...]) -> jinja2.Environment:
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    env.context_class = _HclContext
     env.filters["hcl_raw"] = _hcl_raw
     env.filters["hcl_quote"] = lambda v: HclRaw(quote(str(v)))
     return env
@@ -237,7 +249,7 @@ def render_template(loaded: LoadedTemplate, context: Mapping[str, Any]) -> str:
     """Render; a missing variable or bad value names the template file and line."""
     try:
         return loaded.template.render(context)
-    except (jinja2.TemplateError, TypeError) as exc:
+    except (jinja2.TemplateError, TypeError, ValueError) as exc:
         where = _template_frame(sys.exc_info()[2]) or loaded.path
         raise NomadTemplateError(
             f"{where}: {exc}. See nomad_templates/README.md for the variables a template may use."

@@ -37,3 +37,14 @@ def test_raw_is_the_only_way_around_escaping():
 def test_none_is_refused_with_a_hint():
     with pytest.raises(TypeError, match="is not none"):
         to_hcl(None)
+
+
+def test_values_hcl_would_normalise_are_refused():
+    with pytest.raises(ValueError, match="not in Unicode NFC form"):
+        quote("\ufa2a")
+    with pytest.raises(ValueError, match="not in Unicode NFC form"):
+        quote("e\u0301")
+
+
+def test_combining_mark_after_an_escape_is_written_as_a_code_point():
+    assert quote("\n\u0301") == '"\\n\\u0301"'

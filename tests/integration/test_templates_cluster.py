@@ -1,0 +1,343 @@
+"""Issue 3 against the real agent: every variant and an override parse; parse errors
+point at the template; escaping survives both HCL parsing and Nomad's runtime
+interpolation."""
+
+import base64
+import unicodedata
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metaflow_nomad.errors import NomadParseError
+from metaflow_nomad.jobspec import (
+    COMMAND_ENV,
+    JobIdentity,
+    TaskLaunch,
+    TlsMaterial,
+    build_template_context,
+    parse_jobspec,
+    render_jobspec,
+)
+from metaflow_nomad.settings import StepSettings, resolve_step_settings
+from metaflow_nomad.templates import load_template, render_template
+
+pytestmark = pytest.mark.integration
+IDENTITY = JobIdentity("TemplateFlow", "42", "train", "7", 0, "tester")
+TLS = TlsMaterial("https://127.0.0.1:4646", "/etc/nomad-tls", "/etc/nomad-tls")
+
+
+def step_settings(**attributes) -> StepSettings:
+    attributes.setdefault("driver", "raw_exec")
+    return resolve_step_settings("train", attributes, python_version=(3, 11))
+
+
+@pytest.mark.parametrize(
+    ("attributes", "tls", "variant"),
+    [
+        ({}, None, "plain"),
+        ({"gpu": 2}, None, "gpu"),
+        ({"driver": "docker", "image": "python:3.11"}, TLS, "mtls"),
+        ({"driver": "docker", "image": "python:3.11", "gpu": 1}, TLS, "gpu_mtls"),
+    ],
+)
+def test_every_variant_parses_through_the_agent(nomad_client, tmp_path, attributes, tls, variant):
+    rendered = render_jobspec(
+        step_settings(**attributes), IDENTITY, TaskLaunch("echo hi"), str(tmp_path), tls=tls
+    )
+    job = parse_jobspec(rendered, nomad_client)
+    assert job["Meta"]["metaflow.template"] == f"v1/{variant}.nomad.hcl.j2"
+    assert job["Meta"]["metaflow.template_sha256"] == rendered.template.sha256
+    task = job["TaskGroups"][0]["Tasks"][0]
+    devices = task["Resources"].get("Devices") or []
+    if "gpu" in variant:
+        assert [(d["Name"], d["Count"]) for d in devices] == [("nvidia/gpu", attributes["gpu"])]
+    else:
+        assert devices == []
+    if tls is not None:
+        assert task["Env"]["NOMAD_CACERT"] == "/etc/nomad-tls/ca.pem"
+        mounts = task["Config"]["mount"]
+        assert mounts[0]["source"] == "/etc/nomad-tls" and mounts[0]["readonly"] is True
+
+
+def test_project_override_extending_a_block_parses(nomad_client, tmp_path):
+    (tmp_path / "nomad_templates").mkdir()
+    (tmp_path / "nomad_templates" / "plain.nomad.hcl.j2").write_text(
+        textwrap.dedent(
+            """\
+            {# metaflow-nomad-template-api: v1 #}
+            {% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}
+            {% block constraints %}
+            {{ super() }}
+              affinity {
+                attribute = "${node.datacenter}"
+                value     = {{ values.preferred_dc }}
+                weight    = 50
+              }
+            {% endblock %}
+            """
+        )
+    )
+    constraint = {"attribute": "${attr.kernel.name}", "operator": "=", "value": "linux"}
+    rendered = render_jobspec(
+        step_settings(constraints=[constraint]),
+        IDENTITY,
+        TaskLaunch("echo hi"),
+        str(tmp_path),
+        values={"preferred_dc": "dc1"},
+    )
+    job = parse_jobspec(rendered, nomad_client)
+    assert job["Affinities"][0]["LTarget"] == "${node.datacenter}"
+    assert job["Affinities"][0]["RTarget"] == "dc1"
+    assert job["Constraints"][0]["LTarget"] == "${attr.kernel.name}"
+    assert job["Meta"]["metaflow.template"] == "plain.nomad.hcl.j2"
+
+
+def test_parse_error_points_at_the_template_line(nomad_client, tmp_path):
+    (tmp_path / "nomad_templates").mkdir()
+    (tmp_path / "nomad_templates" / "broken.nomad.hcl.j2").write_text(
+        "{# metaflow-nomad-template-api: v1 #}\n"
+        '{% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}\n'
+        "{% block task_extra %}\n"
+        "\n"
+        "      not_a_nomad_field = {{ memory }}\n"
+        "{% endblock %}\n"
+    )
+    rendered = render_jobspec(
+        step_settings(template="broken"), IDENTITY, TaskLaunch("x"), str(tmp_path)
+    )
+    with pytest.raises(NomadParseError) as info:
+        parse_jobspec(rendered, nomad_client)
+    message = str(info.value)
+    assert f"{tmp_path}/nomad_templates/broken.nomad.hcl.j2:5:" in message
+    assert "not_a_nomad_field = 4096" in message
+    assert 'Unsupported argument; An argument named "not_a_nomad_field"' in message
+
+
+# --- escaping: hostile strings survive parse-time HCL and runtime interpolation ----
+
+HOSTILE_PARTS = st.sampled_from(
+    [
+        "${",
+        "}",
+        "$${",
+        "%{",
+        "%%{",
+        "${NOMAD_ALLOC_ID}",
+        "${attr.kernel.name}",
+        "\\",
+        '"',
+        "\n",
+        "\r",
+        "\t",
+        "\x00",
+        "\x1b",
+        "'",
+        "`",
+        "$(id)",
+        "{{",
+        "}}",
+        "$",
+        "%",
+        "#",
+        "//",
+        "/*",
+        "<<EOF",
+        "\u2028",
+        "é",
+        "😀",
+    ]
+)
+HOSTILE = (
+    st.lists(
+        st.one_of(
+            HOSTILE_PARTS, st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8)
+        ),
+        max_size=8,
+    )
+    .map("".join)
+    .filter(lambda s: unicodedata.is_normalized("NFC", s))
+)
+CASES = {"count": 0}
+
+
+@settings(max_examples=520, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    env_value=HOSTILE,
+    meta_key=HOSTILE.filter(bool),
+    meta_value=HOSTILE,
+    image=HOSTILE,
+    constraint_value=HOSTILE,
+    script=HOSTILE,
+)
+def test_hostile_strings_round_trip_through_the_real_parser(
+    nomad_client, env_value, meta_key, meta_value, image, constraint_value, script
+):
+    CASES["count"] += 1
+    base = step_settings(driver="docker")
+    hostile = StepSettings(
+        **{
+            **base.__dict__,
+            "image": image,
+            "env": {"USER_VALUE": env_value},
+            "meta": {meta_key: meta_value},
+            "constraints": (
+                {"attribute": "${meta.x}", "operator": "=", "value": constraint_value},
+            ),
+        }
+    )
+    template = load_template(None, "plain")
+    context = build_template_context(hostile, IDENTITY, TaskLaunch(script), template)
+    job = nomad_client.parse(render_template(template, context))
+    task = job["TaskGroups"][0]["Tasks"][0]
+    assert task["Env"]["USER_VALUE"] == env_value
+    assert job["Meta"][meta_key] == meta_value or meta_key.startswith("metaflow.")
+    assert task["Config"]["image"] == image
+    assert job["Constraints"][0]["RTarget"] == constraint_value
+    assert base64.b64decode(task["Env"][COMMAND_ENV]).decode() == script
+
+
+def test_hostile_case_count_was_at_least_500():
+    # Runs after the property test in file order; prints the count for the record.
+    print(f"hostile-string cases parsed through the real agent: {CASES['count']}")
+    assert CASES["count"] >= 500
+
+
+def test_step_command_is_immune_to_runtime_interpolation(nomad_client, tmp_path):
+    """A real task prints hostile strings that Nomad would otherwise interpolate."""
+    strings = [
+        "${NOMAD_ALLOC_ID}",
+        "${node.unique.name}",
+        "${attr.kernel.name}",
+        "$${x}",
+        "%{ if true }x%{ endif }",
+        "${env.HOME}",
+        "${NOMAD_META_metaflow.user}",
+        'quote " and \\ backslash',
+        "tab\tand $HOME and $(echo no)",
+    ]
+    script = "".join(f"printf '%s\\n' {shlex.quote(s)}\n" for s in strings)
+    identity = JobIdentity("TemplateFlow", str(time.time_ns()), "echo", "1", 0, "tester")
+    rendered = render_jobspec(step_settings(), identity, TaskLaunch(script), str(tmp_path))
+    job = parse_jobspec(rendered, nomad_client)
+    nomad_client.register(job)
+    deadline = time.monotonic() + 60
+    index = 0
+    while time.monotonic() < deadline:
+        allocs, index = nomad_client.job_allocations(rendered.job_id, index, 10)
+        if allocs and allocs[0]["ClientStatus"] in ("complete", "failed"):
+            break
+    assert allocs[0]["ClientStatus"] == "complete"
+    stdout = nomad_client.alloc_logs(allocs[0]["ID"], "metaflow", "stdout", 10000)
+    assert stdout.splitlines() == strings
+
+
+# --- metaflow-nomad render ------------------------------------------------------
+
+RESOURCES_ONLY_FLOW = """
+from metaflow import FlowSpec, nomad, resources, step
+
+
+class PrecedenceFlow(FlowSpec):
+    @nomad(cpu=3)
+    @resources(cpu=1, memory=500)
+    @step
+    def start(self):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+
+if __name__ == "__main__":
+    PrecedenceFlow()
+"""
+
+
+def render_cli(nomad_agent, cwd, *args, env=None):
+    full_env = dict(
+        os.environ,
+        USER="tester",
+        METAFLOW_NOMAD_ADDRESS=nomad_agent.address,
+        METAFLOW_NOMAD_SHARED_FILESYSTEM="1",
+        METAFLOW_HOME=str(cwd / "mfhome"),
+    )
+    full_env.update(env or {})
+    return subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "metaflow-nomad"), "render", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_render_user_guide_example_json_via_agent(nomad_agent, nomad_client, tmp_path):
+    from tests.conftest import FLOWS
+
+    (tmp_path / "nomad_flow.py").write_text((FLOWS / "nomad_flow.py").read_text())
+    before = len(nomad_client.list_jobs())
+    result = render_cli(
+        nomad_agent, tmp_path, "nomad_flow.py", "--step", "compute_on_nomad", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["TaskGroups"][0]["Tasks"][0]["Resources"]["CPU"] == 2000
+    assert job["TaskGroups"][0]["Tasks"][0]["Resources"]["MemoryMB"] == 1000
+    assert job["TaskGroups"][0]["EphemeralDisk"]["SizeMB"] == 500
+    assert "NOT submitted" in result.stderr
+    assert len(nomad_client.list_jobs()) == before  # nothing was submitted
+
+
+def test_render_shows_nomad_beats_resources_beats_config(nomad_agent, tmp_path):
+    (tmp_path / "precedence_flow.py").write_text(RESOURCES_ONLY_FLOW)
+    result = render_cli(
+        nomad_agent,
+        tmp_path,
+        "precedence_flow.py",
+        "--step",
+        "start",
+        "--format",
+        "json",
+        env={
+            "METAFLOW_NOMAD_CPU": "5",
+            "METAFLOW_NOMAD_MEMORY": "777",
+            "METAFLOW_NOMAD_DISK": "888",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    resources = job["TaskGroups"][0]["Tasks"][0]["Resources"]
+    assert resources["CPU"] == 3000  # @nomad(cpu=3) over @resources(cpu=1) and config 5
+    assert resources["MemoryMB"] == 500  # @resources over config 777
+    assert job["TaskGroups"][0]["EphemeralDisk"]["SizeMB"] == 888  # config over default
+
+
+def test_render_offline_needs_no_cluster(tmp_path):
+    (tmp_path / "precedence_flow.py").write_text(RESOURCES_ONLY_FLOW)
+
+    class Nowhere:
+        address = "http://127.0.0.1:9"
+
+    result = render_cli(Nowhere, tmp_path, "precedence_flow.py", "--step", "start", "--offline")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('job "mf-precedenceflow-render-preview-start-1-0" {')
+    assert "offline" in result.stderr
+
+
+def test_render_exits_nonzero_on_errors(nomad_agent, tmp_path):
+    (tmp_path / "precedence_flow.py").write_text(RESOURCES_ONLY_FLOW)
+    result = render_cli(
+        nomad_agent, tmp_path, "precedence_flow.py", "--step", "end", "--with", "nomad:memory=-1"
+    )
+    assert result.returncode != 0
+    assert "setting 'memory' = -1 (from @nomad)" in result.stdout + result.stderr
