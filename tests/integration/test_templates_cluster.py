@@ -3,7 +3,6 @@ point at the template; escaping survives both HCL parsing and Nomad's runtime
 interpolation."""
 
 import base64
-import unicodedata
 import json
 import os
 import shlex
@@ -11,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
