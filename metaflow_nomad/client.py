@@ -2,31 +2,69 @@
 
 It wraps python-nomad for the connection (address, token, TLS, namespace,
 region) and adds what python-nomad lacks: blocking queries (``index``/``wait``),
-TLS verification on by default, bounded retries with backoff for transient
-errors (and none for permanent ones), escaping of IDs in URL paths, and a request
-counter for the benchmarks.
+authentication the way the official CLI does it (token, CA, client certificate,
+TLS server name, skip-verify; verification on by default, where python-nomad's
+default is off), errors that name the setting to fix, bounded retries with
+backoff for transient errors (and none for permanent ones), escaping of IDs in
+URL paths, and a request counter for the benchmarks.
+
+Secrets (the token, key material) never enter a message, a repr or a log line:
+errors name the *setting*, never its value.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nomad.api.exceptions as nomad_exc
 import requests
 from nomad.api.base import Requester
+from requests.adapters import HTTPAdapter
 
 from .config import is_truthy
 from .errors import NomadClientError, NomadParseError
+
+if TYPE_CHECKING:
+    from .jobspec import TlsMaterial
 
 DEFAULT_ADDRESS = "http://127.0.0.1:4646"
 # Nomad adds up to wait/16 of jitter to a blocking query; leave room for it.
 BLOCKING_WAIT_S = 30
 TRANSIENT_STATUS = {500, 502, 503, 504, 429}
+# Nomad answers 500 for some requests that will fail the same way every time.
+PERMANENT_500_MARKERS = (
+    "job already exists",
+    "Permission denied",
+    "validation failed",
+    "No path to region",
+    "nonexistent namespace",
+)
+# Backoff between attempts: FIRST_BACKOFF_S doubling up to max_backoff, times a
+# jitter in [JITTER_LOW, 1].  With the defaults six attempts wait at least
+# 0.75 * (1 + 2 + 4 + 8 + 10) = 18.75 s on refused connections, and each attempt
+# against a hung agent also spends its timeout: a 20 s API outage is ridden out.
+FIRST_BACKOFF_S = 1.0
+JITTER_LOW = 0.75
+# Where each connection setting comes from, for messages that tell users what to set.
+SETTING = {
+    "address": "METAFLOW_NOMAD_ADDRESS (or NOMAD_ADDR)",
+    "token": "METAFLOW_NOMAD_TOKEN (or NOMAD_TOKEN)",
+    "ca_cert": "METAFLOW_NOMAD_CACERT (or NOMAD_CACERT)",
+    "client_cert": "METAFLOW_NOMAD_CLIENT_CERT (or NOMAD_CLIENT_CERT)",
+    "client_key": "METAFLOW_NOMAD_CLIENT_KEY (or NOMAD_CLIENT_KEY)",
+    "tls_server_name": "METAFLOW_NOMAD_TLS_SERVER_NAME (or NOMAD_TLS_SERVER_NAME)",
+    "skip_verify": "METAFLOW_NOMAD_SKIP_VERIFY (or NOMAD_SKIP_VERIFY)",
+    "region": "METAFLOW_NOMAD_REGION (or NOMAD_REGION)",
+    "namespace": "METAFLOW_NOMAD_NAMESPACE (or NOMAD_NAMESPACE)",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +76,7 @@ class ConnectionSettings:
     ca_cert: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
+    tls_server_name: str | None = None
     skip_verify: bool = False
 
     @classmethod
@@ -51,11 +90,29 @@ class ConnectionSettings:
             ca_cert=config.get("NOMAD_CACERT"),
             client_cert=config.get("NOMAD_CLIENT_CERT"),
             client_key=config.get("NOMAD_CLIENT_KEY"),
+            tls_server_name=config.get("NOMAD_TLS_SERVER_NAME"),
             skip_verify=is_truthy(config.get("NOMAD_SKIP_VERIFY")),
         )
 
     def __repr__(self) -> str:  # never show the token
         return f"ConnectionSettings(address={self.address!r}, namespace={self.namespace!r})"
+
+    @property
+    def uses_mtls(self) -> bool:
+        return self.address.startswith("https://") and bool(self.client_cert)
+
+
+class _ServerNameAdapter(HTTPAdapter):
+    """Verify the server certificate against a fixed name (NOMAD_TLS_SERVER_NAME)."""
+
+    def __init__(self, server_name: str):
+        self._server_name = server_name
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["server_hostname"] = self._server_name
+        kwargs["assert_hostname"] = self._server_name
+        super().init_poolmanager(*args, **kwargs)
 
 
 class NomadClient:
@@ -64,19 +121,24 @@ class NomadClient:
         settings: ConnectionSettings,
         timeout: float = 10,
         max_attempts: int = 6,
-        max_backoff: float = 8.0,
+        max_backoff: float = 10.0,
     ):
         self.settings = settings
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
         self.request_count = 0
+        self._checked_tls_files = False
+        # Unlike python-nomad (verify=False), verify unless explicitly told not to.
         verify: bool | str = not settings.skip_verify
         if settings.ca_cert and verify:
             verify = settings.ca_cert
         cert = ()
         if settings.client_cert and settings.client_key:
             cert = (settings.client_cert, settings.client_key)
+        session = requests.Session()
+        if settings.tls_server_name:
+            session.mount("https://", _ServerNameAdapter(settings.tls_server_name))
         self._api = Requester(
             address=settings.address.rstrip("/"),
             token=settings.token,
@@ -85,8 +147,28 @@ class NomadClient:
             timeout=timeout,
             verify=verify,
             cert=cert,
-            session=requests.Session(),
+            session=session,
         )
+
+    def min_retry_wait(self) -> float:
+        """The least total backoff before a transient failure is given up on."""
+        delays = [FIRST_BACKOFF_S * 2**n for n in range(self.max_attempts - 1)]
+        return sum(min(self.max_backoff, d) * JITTER_LOW for d in delays)
+
+    def _check_tls_files(self) -> None:
+        """Fail before any request when a configured TLS file cannot be used."""
+        s = self.settings
+        for attr in ("ca_cert", "client_cert", "client_key"):
+            path = getattr(s, attr)
+            if path and not os.path.isfile(path):
+                raise NomadClientError(f"{SETTING[attr]} is set to {path!r}, which is not a file.")
+        if bool(s.client_cert) != bool(s.client_key):
+            missing = "client_key" if s.client_cert else "client_cert"
+            raise NomadClientError(
+                f"A client certificate needs both a certificate and its key: set "
+                f"{SETTING[missing]}."
+            )
+        self._checked_tls_files = True
 
     # -- plumbing --------------------------------------------------------------
 
@@ -100,9 +182,15 @@ class NomadClient:
         timeout: float | None = None,
         retry: bool = True,
     ) -> requests.Response:
-        """One API call with bounded exponential backoff on transient failures."""
+        """One API call with bounded exponential backoff on transient failures.
+
+        Permanent failures (4xx, TLS, validation) raise at once with a message that
+        names the setting to fix: retrying them only delays the same answer.
+        """
+        if not self._checked_tls_files:
+            self._check_tls_files()
         attempts = self.max_attempts if retry else 1
-        delay = 0.25
+        delay = FIRST_BACKOFF_S
         for attempt in range(1, attempts + 1):
             self.request_count += 1
             try:
@@ -115,17 +203,75 @@ class NomadClient:
                 )
             except nomad_exc.BaseNomadException as exc:
                 status, text = _describe(exc)
-                transient = status is None or status in TRANSIENT_STATUS
-                if (
-                    not transient
-                    or attempt == attempts
-                    or "job already exists" in text
-                    or "Permission denied" in text
-                ):
-                    raise NomadClientError(_message(method, path, status, text), status) from None
-            time.sleep(min(self.max_backoff, delay) * (0.5 + random.random() / 2))
+                tls_problem = _explain_tls(self.settings, exc)
+                if tls_problem:
+                    raise NomadClientError(
+                        f"{method.upper()} /v1/{path}: {tls_problem}", status
+                    ) from None
+                if not is_transient(status, text) or attempt == attempts:
+                    raise NomadClientError(
+                        self._explain(method, path, status, text, params, json), status
+                    ) from None
+            time.sleep(min(self.max_backoff, delay) * random.uniform(JITTER_LOW, 1.0))
             delay *= 2
         raise AssertionError("unreachable")
+
+    def _explain(
+        self,
+        method: str,
+        path: str,
+        status: int | None,
+        text: str,
+        params: Mapping | None,
+        body: Any,
+    ) -> str:
+        message = _message(method, path, status, text)
+        if status == 403:
+            namespace = (params or {}).get("namespace") or _job_namespace(body)
+            return f"{message}. {self._explain_denied(namespace)}"
+        if status == 400 and "HTTP request to an HTTPS server" in text:
+            return f"{message}. The cluster serves HTTPS: set {SETTING['address']} to https://..."
+        if status == 500 and "No path to region" in text:
+            return f"{message}. Check {SETTING['region']}."
+        if status == 500 and "nonexistent namespace" in text:
+            return (
+                f"{message}. Create the namespace, or choose another with "
+                f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
+            )
+        return message
+
+    def _explain_denied(self, namespace: str | None) -> str:
+        """Tell a missing, an unknown and an under-privileged token apart.
+
+        Nomad answers all three with the same ``403 Permission denied``; looking the
+        token up (``/v1/acl/token/self``) is what separates them.
+        """
+        namespace = namespace or self.settings.namespace or "default"
+        if not self.settings.token:
+            return (
+                f"No ACL token is set and this cluster enforces ACLs: set {SETTING['token']} "
+                f"to the Secret ID of a token allowed to submit jobs in namespace '{namespace}'."
+            )
+        self.request_count += 1
+        try:
+            own = self._api._request(
+                method="get", endpoint="v1/acl/token/self", params={}, timeout=self.timeout
+            ).json()
+        except nomad_exc.BaseNomadException as exc:
+            status, text = _describe(exc)
+            if status in (403, 404):
+                return (
+                    f"Nomad does not know the ACL token in {SETTING['token']}: it is wrong, "
+                    "expired or was deleted. Set it to the Secret ID of a valid token."
+                )
+            return f"Check {SETTING['token']} (looking the token up failed: {text})."
+        policies = ", ".join(own.get("Policies") or []) or "none"
+        return (
+            f"The ACL token in {SETTING['token']} (name '{own.get('Name') or '-'}', policies: "
+            f"{policies}) is not allowed to do this in namespace '{namespace}'. Use a token "
+            f"whose policy covers that namespace, or choose a namespace it covers with "
+            f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
+        )
 
     # -- jobs --------------------------------------------------------------------
 
@@ -136,7 +282,7 @@ class NomadClient:
                 "post", "jobs/parse", json={"JobHCL": hcl, "Canonicalize": True}
             ).json()
         except NomadClientError as exc:
-            if exc.status == 400:
+            if exc.status == 400 and "HTTPS server" not in str(exc):
                 raise NomadParseError(str(exc).split(": ", 2)[-1]) from None
             raise
 
@@ -223,6 +369,138 @@ class NomadClient:
 
     def leader(self) -> str:
         return self._call("get", "status/leader", retry=False).json()
+
+
+def task_tls_material(
+    settings: ConnectionSettings, task_tls_dir: str | None, driver: str
+) -> TlsMaterial | None:
+    """What the mtls template variant needs, when the cluster is reached over mTLS.
+
+    ``task_tls_dir`` (METAFLOW_NOMAD_TASK_TLS_DIR) is a directory on every client
+    node holding ca.pem, client.pem and client-key.pem.  Only paths travel in the
+    jobspec, never key material.  raw_exec and exec tasks use the directory in
+    place; docker tasks get it bind-mounted read-only at a fixed path.
+    """
+    if not task_tls_dir or not settings.uses_mtls:
+        return None
+    from .jobspec import TlsMaterial
+
+    task_dir = "/etc/metaflow-nomad/tls" if driver == "docker" else task_tls_dir
+    return TlsMaterial(address=settings.address, source_dir=task_tls_dir, task_dir=task_dir)
+
+
+def is_transient(status: int | None, text: str) -> bool:
+    """Worth retrying: no answer at all, overload, or a server-side hiccup."""
+    if status is None:
+        return True
+    if status not in TRANSIENT_STATUS:
+        return False
+    return not any(marker in text for marker in PERMANENT_500_MARKERS)
+
+
+def _explain_tls(settings: ConnectionSettings, exc: nomad_exc.BaseNomadException) -> str | None:
+    """A TLS failure, in terms of the setting that fixes it (None if not a TLS failure).
+
+    Under TLS 1.3 the server checks the client certificate after the client thinks
+    the handshake is done, so its alert often loses the race with our request and
+    shows up as a bare EOF or reset.  A TLS 1.2 handshake, where that check happens
+    inside the handshake, then recovers the server's actual reason.
+    """
+    cause = getattr(exc, "nomad_resp", None)
+    if not isinstance(cause, requests.exceptions.ConnectionError):
+        return None
+    text = str(cause)
+    explained = _classify_tls(settings, text)
+    if explained:
+        return explained
+    is_ssl = isinstance(cause, requests.exceptions.SSLError)
+    aborted = "Connection aborted" in text or "reset by peer" in text
+    if settings.address.startswith("https://") and (is_ssl or aborted):
+        probe = _tls12_handshake_error(settings)
+        explained = _classify_tls(settings, probe) if probe else None
+        if explained:
+            return explained
+    if is_ssl:
+        return (
+            f"TLS handshake with {settings.address} failed ({text}); check "
+            f"{SETTING['ca_cert']}, {SETTING['client_cert']} and {SETTING['client_key']}."
+        )
+    return None
+
+
+def _classify_tls(settings: ConnectionSettings, text: str) -> str | None:
+    upper = text.upper()
+    if "WRONG_VERSION_NUMBER" in upper:
+        return (
+            f"{settings.address} does not speak TLS; use http:// in {SETTING['address']} "
+            "or enable TLS on the cluster."
+        )
+    if "MISMATCH" in upper or "DOESN'T MATCH" in upper:
+        name = settings.tls_server_name or urllib.parse.urlsplit(settings.address).hostname
+        return (
+            f"the server's certificate is not valid for the name {name!r}: set "
+            f"{SETTING['tls_server_name']} to a name in the certificate, e.g. "
+            "server.<region>.nomad."
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in upper:
+        if "EXPIRED" in upper:
+            return (
+                "the server's certificate has expired; renew it on the cluster (verification "
+                f"can only be turned off with {SETTING['skip_verify']}, which is unsafe)."
+            )
+        if settings.ca_cert:
+            return (
+                "the server's certificate is not signed by the CA in "
+                f"{SETTING['ca_cert']} ({settings.ca_cert}): point it at the cluster's CA."
+            )
+        return (
+            "the server's certificate cannot be verified with the system's trusted CAs: set "
+            f"{SETTING['ca_cert']} to the cluster's CA certificate."
+        )
+    rejected = ("CERTIFICATE_REQUIRED", "HANDSHAKE_FAILURE", "BAD_CERTIFICATE")
+    if not settings.client_cert and any(alert in upper for alert in rejected):
+        return (
+            "the cluster requires a client certificate: set "
+            f"{SETTING['client_cert']} and {SETTING['client_key']}."
+        )
+    if "CERTIFICATE_EXPIRED" in upper:
+        return (
+            f"the cluster rejected the client certificate in {SETTING['client_cert']} "
+            f"({settings.client_cert}) because it has expired: renew it."
+        )
+    if "UNKNOWN_CA" in upper or "BAD_CERTIFICATE" in upper:
+        return (
+            f"the cluster rejected the client certificate in {SETTING['client_cert']} "
+            f"({settings.client_cert}): it is not signed by the cluster's CA."
+        )
+    return None
+
+
+def _tls12_handshake_error(settings: ConnectionSettings, timeout: float = 5) -> str | None:
+    """The error of a TLS 1.2 handshake with the same material (None if it succeeds)."""
+    parts = urllib.parse.urlsplit(settings.address)
+    if settings.skip_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=settings.ca_cert)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if settings.client_cert and settings.client_key:
+            context.load_cert_chain(settings.client_cert, settings.client_key)
+        with socket.create_connection((parts.hostname, parts.port or 443), timeout) as sock:
+            server_name = settings.tls_server_name or parts.hostname
+            with context.wrap_socket(sock, server_hostname=server_name):
+                return None
+    except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+        return str(exc)
+
+
+def _job_namespace(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("Job"), dict):
+        return body["Job"].get("Namespace")
+    return None
 
 
 def _ns(namespace: str | None) -> dict:

@@ -2,8 +2,10 @@
 
 Used by the test suite (pytest fixtures), the demo and the benchmarks.  The agent
 is a server and a client in one process, with raw_exec enabled, on free ports,
-with a temporary data dir (kept across ``restart()``).  ``AgentOptions`` is the
-extension point for ACL- and TLS-enabled variants.
+with a temporary data dir (kept across ``restart()``).  ``AgentOptions`` selects
+the secure variants production clusters run: ACLs (bootstrapped through the API,
+with a management token and narrow per-namespace tokens) and mutual TLS
+(``verify_https_client``) with a throw-away PKI from ``make_test_pki``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -45,6 +48,149 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class AgentPki:
+    """PEM files of a throw-away CA, a server certificate and client certificates."""
+
+    directory: Path
+    ca_file: Path
+    ca_key_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def issue_client(self, name: str, expired: bool = False) -> tuple[Path, Path]:
+        """Another client certificate from the same CA (``expired`` ended yesterday)."""
+        return _issue(self, name, ["client.global.nomad"], expired=expired)
+
+
+def make_test_pki(directory: str | os.PathLike, region: str = "global") -> AgentPki:
+    """A CA plus server and client certificates, like ``nomad tls cert create``.
+
+    The server certificate names ``server.<region>.nomad`` (checked by agents with
+    ``verify_server_hostname``), ``localhost`` and ``127.0.0.1`` (checked by HTTPS
+    clients), and serves as the agent's RPC client certificate too.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "metaflow-nomad test CA")])
+    now = _utcnow()
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _days(1))
+        .not_valid_after(now + _days(30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    ca_file, ca_key_file = directory / "ca.pem", directory / "ca-key.pem"
+    _write_pem(ca_file, ca_key_file, ca, key)
+    pki = AgentPki(
+        directory=directory,
+        ca_file=ca_file,
+        ca_key_file=ca_key_file,
+        server_cert=directory / "server.pem",
+        server_key=directory / "server-key.pem",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client-key.pem",
+    )
+    _issue(pki, "server", [f"server.{region}.nomad", f"client.{region}.nomad", "localhost"])
+    _issue(pki, "client", [f"client.{region}.nomad"])
+    return pki
+
+
+def _issue(pki: AgentPki, name: str, dns_names: list[str], expired: bool = False):
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key_file.read_bytes(), password=None)
+    key = _new_key()
+    now = _utcnow()
+    start, end = (now - _days(10), now - _days(1)) if expired else (now - _days(1), now + _days(30))
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_file, key_file = pki.directory / f"{name}.pem", pki.directory / f"{name}-key.pem"
+    _write_pem(cert_file, key_file, cert, key)
+    return cert_file, key_file
+
+
+def _new_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _utcnow():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _days(n: int):
+    import datetime
+
+    return datetime.timedelta(days=n)
+
+
+def _write_pem(cert_file: Path, key_file: Path, cert, key) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+
+
 @dataclass
 class AgentOptions:
     datacenter: str = "dc1"
@@ -52,6 +198,10 @@ class AgentOptions:
     node_pool: str = "default"
     extra_config: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # ACLs on; start() bootstraps them and keeps the management token.
+    acl: bool = False
+    # HTTP and RPC over TLS, with client certificates required on HTTPS.
+    tls: AgentPki | None = None
 
 
 class LocalAgent:
@@ -64,10 +214,31 @@ class LocalAgent:
         self.ports = {"http": _free_port(), "rpc": _free_port(), "serf": _free_port()}
         self.process: subprocess.Popen | None = None
         self.log_path = self.data_dir / "agent.log"
+        self.management_token: str | None = None
+        # Process groups of earlier runs whose tasks were left running by restart().
+        self._old_groups: list[int] = []
 
     @property
     def address(self) -> str:
-        return f"http://127.0.0.1:{self.ports['http']}"
+        scheme = "https" if self.options.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.ports['http']}"
+
+    def connection_env(self, token: str | None = None) -> dict[str, str]:
+        """``METAFLOW_NOMAD_*`` variables that reach this agent (management token by default)."""
+        env = {"METAFLOW_NOMAD_ADDRESS": self.address}
+        token = token or self.management_token
+        if token:
+            env["METAFLOW_NOMAD_TOKEN"] = token
+        pki = self.options.tls
+        if pki:
+            env.update(
+                {
+                    "METAFLOW_NOMAD_CACERT": str(pki.ca_file),
+                    "METAFLOW_NOMAD_CLIENT_CERT": str(pki.client_cert),
+                    "METAFLOW_NOMAD_CLIENT_KEY": str(pki.client_key),
+                }
+            )
+        return env
 
     def _config(self) -> str:
         o = self.options
@@ -104,8 +275,28 @@ plugin "raw_exec" {{
     enabled = true
   }}
 }}
+{self._secure_config()}
 {o.extra_config}
 """
+
+    def _secure_config(self) -> str:
+        parts = []
+        if self.options.acl:
+            parts.append("acl {\n  enabled = true\n}")
+        pki = self.options.tls
+        if pki:
+            parts.append(
+                f"""tls {{
+  http                   = true
+  rpc                    = true
+  ca_file                = "{pki.ca_file}"
+  cert_file              = "{pki.server_cert}"
+  key_file               = "{pki.server_key}"
+  verify_server_hostname = true
+  verify_https_client    = true
+}}"""
+            )
+        return "\n".join(parts)
 
     def start(self, timeout: float = 60) -> LocalAgent:
         config_path = self.data_dir / "agent.hcl"
@@ -124,9 +315,48 @@ plugin "raw_exec" {{
         self.wait_ready(timeout)
         return self
 
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        pki = self.options.tls
+        if not pki:
+            return None
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+        context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+        return context
+
+    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None):
+        """One call to this agent's HTTP API (management token and client cert by default)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.address + path, data=data, method=method)
+        token = token or self.management_token
+        if token:
+            request.add_header("X-Nomad-Token", token)
+        with urllib.request.urlopen(request, timeout=5, context=self._ssl_context()) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
     def _get(self, path: str):
-        with urllib.request.urlopen(self.address + path, timeout=5) as response:
-            return json.load(response)
+        return self.api("GET", path)
+
+    def _bootstrap_acl(self) -> None:
+        """``POST /v1/acl/bootstrap`` once per data dir; the token survives restarts."""
+        if self.management_token:
+            return
+        self.management_token = self.api("POST", "/v1/acl/bootstrap", {})["SecretID"]
+
+    def create_namespace_token(
+        self, namespace: str, policy: str = "write", name: str | None = None
+    ) -> str:
+        """Create ``namespace`` and a client token whose only right is ``policy`` in it."""
+        if not self.management_token:
+            raise RuntimeError("create_namespace_token needs an agent with acl=True")
+        name = name or f"{namespace}-{policy}"
+        self.api("POST", f"/v1/namespace/{namespace}", {"Name": namespace})
+        rules = f'namespace "{namespace}" {{\n  policy = "{policy}"\n}}\n'
+        self.api("POST", f"/v1/acl/policy/{name}", {"Name": name, "Rules": rules})
+        token = self.api(
+            "POST", "/v1/acl/token", {"Name": name, "Type": "client", "Policies": [name]}
+        )
+        return token["SecretID"]
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Block until a leader is elected and this node is ready for allocations."""
@@ -137,6 +367,8 @@ plugin "raw_exec" {{
                 raise RuntimeError(f"nomad agent exited early:\n{self.log_tail()}")
             try:
                 if self._get("/v1/status/leader"):
+                    if self.options.acl:
+                        self._bootstrap_acl()
                     nodes = self._get("/v1/nodes")
                     if any(
                         n["Status"] == "ready" and n["Drivers"].get("raw_exec", {}).get("Healthy")
@@ -157,9 +389,25 @@ plugin "raw_exec" {{
         except OSError:
             return ""
 
-    def stop(self, cleanup: bool = True) -> None:
-        """Stop the agent and every task process it started; remove its data dir."""
+    def pause(self) -> None:
+        """SIGSTOP the agent process only: the API hangs, running tasks carry on."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self, cleanup: bool = True, kill_tasks: bool = True) -> None:
+        """Stop the agent; unless ``kill_tasks`` is False, every task process too.
+
+        ``cleanup`` removes the data dir.  Task executors run in the agent's process
+        group, so they are killed with it; a restart that should let tasks survive
+        (as a real client restart does) leaves them and kills them at the final stop.
+        """
         if self.process and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=15)
@@ -167,16 +415,23 @@ plugin "raw_exec" {{
                 self.process.kill()
                 self.process.wait()
         if self.process:
-            # Task executors run in the agent's session; make sure none survive it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            self._old_groups.append(self.process.pid)
+        if kill_tasks:
+            for group in self._old_groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            self._old_groups = []
         self.process = None
         if cleanup:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def restart(self, timeout: float = 60) -> None:
-        """Stop and start again on the same ports and data dir (state persists)."""
-        self.stop(cleanup=False)
+    def restart(self, timeout: float = 60, kill_tasks: bool = True) -> None:
+        """Stop and start again on the same ports and data dir (state persists).
+
+        With ``kill_tasks=False`` running tasks outlive the agent, and the restarted
+        client must reattach to them.
+        """
+        self.stop(cleanup=False, kill_tasks=kill_tasks)
         self.start(timeout)
 
     def __enter__(self) -> LocalAgent:

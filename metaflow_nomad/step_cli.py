@@ -112,6 +112,7 @@ def step(
     num_parallel,
     **kwargs,
 ):
+    from .client import task_tls_material
     from .command import build_task_launch, split_input_paths, task_environment
     from .config import read_config
     from .jobs import default_client
@@ -206,6 +207,9 @@ def step(
                 launch,
                 flow_dir=os.path.dirname(os.path.abspath(sys.argv[0])),
                 templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
+                tls=task_tls_material(
+                    client.settings, config.get("NOMAD_TASK_TLS_DIR"), settings.driver
+                ),
             )
             job = parse_jobspec(rendered, client)
             echo(
