@@ -231,16 +231,17 @@ class NomadDecorator(StepDecorator):
         self.task_datastore = task_datastore
         if WORKLOAD_ENV not in os.environ:
             return
+        # Nomad 1.6 gives a task no variable with its node name (the launcher
+        # registers it); job Meta arrives as NOMAD_META_<KEY>, upper-cased, dots kept.
         fields = {
             "nomad-job-id": os.environ.get("NOMAD_JOB_ID"),
             "nomad-alloc-id": os.environ.get("NOMAD_ALLOC_ID"),
-            "nomad-node-name": os.environ.get("METAFLOW_NOMAD_NODE_NAME")
-            or os.environ.get("NOMAD_NODE_NAME"),
             "nomad-datacenter": os.environ.get("NOMAD_DC"),
             "nomad-namespace": os.environ.get("NOMAD_NAMESPACE"),
             "nomad-region": os.environ.get("NOMAD_REGION"),
-            "nomad-template": os.environ.get("NOMAD_META_METAFLOW_TEMPLATE"),
-            "nomad-template-version": os.environ.get("NOMAD_META_METAFLOW_TEMPLATE_VERSION"),
+            "nomad-template": os.environ.get("NOMAD_META_METAFLOW.TEMPLATE"),
+            "nomad-template-version": os.environ.get("NOMAD_META_METAFLOW.TEMPLATE_VERSION"),
+            "nomad-template-sha256": os.environ.get("NOMAD_META_METAFLOW.TEMPLATE_SHA256"),
         }
         metadata.register_metadata(
             run_id,

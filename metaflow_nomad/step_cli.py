@@ -289,6 +289,7 @@ def _follow_job(
             f"The task was still pending after {settings.pending_timeout:g}s "
             f"(pending_timeout), so job {rendered.job_id} was stopped: {reason}"
         )
+    _register_node_name(rendered, tracker.state.alloc)
     grace = min(60.0, 5 + run_time_limit * 0.1)
     deadline = time.monotonic() + run_time_limit + grace
     final_pass = []
@@ -331,6 +332,28 @@ def _follow_job(
     if outcome.stopped_from_outside:
         raise NomadJobKilled(message)
     raise NomadJobFailed(message + " This could be a transient error. Use @retry to retry.")
+
+
+def _register_node_name(rendered, alloc: dict | None) -> None:
+    """Record the node as task metadata from here: Nomad 1.6 tells the task no node name."""
+    if not alloc or not alloc.get("NodeName"):
+        return
+    from metaflow.metadata_provider import MetaDatum
+
+    identity = rendered.context["metaflow"]
+    click.get_current_context().obj.metadata.register_metadata(
+        identity["run_id"],
+        identity["step_name"],
+        identity["task_id"],
+        [
+            MetaDatum(
+                field="nomad-node-name",
+                value=alloc["NodeName"],
+                type="nomad-node-name",
+                tags=[f"attempt_id:{identity['attempt']}"],
+            )
+        ],
+    )
 
 
 def _run_filters(obj, run_id, user, my_runs):
