@@ -128,6 +128,7 @@ def build_task_launch(
         " && ".join([*environment.bootstrap_commands(identity.step_name, datastore_type), step_cli])
     )
     script = (
+        'stop=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'
         '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
         f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}\n"
         f"c=$?\n{_forward_stop_signals(step_expr)}\n{BASH_SAVE_LOGS}\nexit $c\n"
@@ -138,16 +139,19 @@ def build_task_launch(
 def _forward_stop_signals(step_expr: str) -> str:
     """Run the step so that Nomad's kill signal reaches it at once.
 
-    Nomad signals only the task's main process (this bash).  Bash defers a signal
-    until its foreground child exits, so a stopped job would keep its allocation
-    running for the whole kill_timeout.  The step runs instead as a background job
-    in its own process group (``set -m``), and the trap forwards the signal to that
-    group; the logs are still saved afterwards.
+    Nomad signals only the task's main process (this bash), and bash defers a
+    signal until its foreground child exits, so a stopped job would keep running
+    for the whole kill_timeout.  A signal that arrives during the bootstrap is
+    remembered and skips the step; afterwards the step runs as a background job in
+    its own process group (``set -m``) and the traps forward the signal to that
+    group.  The logs are saved either way.
     """
     return (
-        "if [ $c -eq 0 ]; then\n"
+        'if [ -n "$stop" ]; then c=130\n'
+        "elif [ $c -eq 0 ]; then\n"
         f"  set -m\n  ({step_expr}) &\n  child=$!\n  set +m\n"
-        "  for s in INT TERM HUP; do trap \"kill -$s -- -$child 2>/dev/null\" $s; done\n"
+        '  for s in INT TERM HUP; do trap "kill -$s -- -$child 2>/dev/null" $s; done\n'
+        '  if [ -n "$stop" ]; then kill -"$stop" -- -"$child" 2>/dev/null; fi\n'
         '  wait "$child"; c=$?\n'
         '  while kill -0 "$child" 2>/dev/null; do wait "$child"; c=$?; done\n'
         "fi"

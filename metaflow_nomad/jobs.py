@@ -7,12 +7,13 @@ they are stopped by exact ID only, so a prefix can never reach someone else's jo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from .client import ConnectionSettings, NomadClient
 from .config import connection_config
 from .errors import NomadClientError
-from .jobspec import run_job_prefix
+from .jobspec import JobIdentity, make_job_id, run_job_prefix
 
 ACTIVE_STATUSES = ("pending", "running")
 
@@ -73,3 +74,36 @@ def stop_run_jobs(flow_name: str, run_id: str, echo: Callable[[str], None]) -> i
         echo(f"Could not list the run's Nomad jobs to stop them: {exc}")
         return 0
     return stop_jobs(client, jobs, purge=False, echo=echo)
+
+
+def stop_previous_attempts(
+    client: NomadClient,
+    identity: JobIdentity,
+    namespace: str | None,
+    echo: Callable[[str], None],
+) -> int:
+    """Before a retry, stop earlier attempts' jobs that are still active.
+
+    An attempt's launcher that was SIGKILLed (or OOM-killed) cannot stop its job,
+    and the runtime retries at once.  The earlier jobs are found by their exact ID
+    and stopped only if their Meta says they are this very task.
+    """
+    expected = {
+        "metaflow.flow_name": identity.flow_name,
+        "metaflow.run_id": identity.run_id,
+        "metaflow.step_name": identity.step_name,
+        "metaflow.task_id": identity.task_id,
+    }
+    stopped = 0
+    for attempt in range(identity.attempt):
+        job_id = make_job_id(dataclasses.replace(identity, attempt=attempt))
+        job = client.job(job_id, namespace=namespace)
+        if job is None or job.get("Stop") or job.get("Status") not in ACTIVE_STATUSES:
+            continue
+        meta = job.get("Meta") or {}
+        if any(meta.get(k) != v for k, v in expected.items()):
+            continue
+        client.deregister(job_id, namespace=job.get("Namespace"))
+        stopped += 1
+        echo(f"Stopped Nomad job {job_id} (a previous attempt whose launcher died).")
+    return stopped

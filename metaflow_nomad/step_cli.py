@@ -115,7 +115,7 @@ def step(
     from .client import task_tls_material
     from .command import build_task_launch, split_input_paths, task_environment
     from .config import read_config
-    from .jobs import default_client
+    from .jobs import default_client, stop_previous_attempts
     from .jobspec import JobIdentity, parse_jobspec, render_jobspec
 
     flow = ctx.obj.flow
@@ -141,6 +141,9 @@ def step(
     node = ctx.obj.graph[step_name]
     config = read_config()
 
+    client = default_client()
+    if retry_count:
+        stop_previous_attempts(client, identity, settings.nomad_namespace, echo)
     retry_deco = [d for d in node.decorators if d.name == "retry"]
     if retry_count and retry_deco:
         minutes = int(retry_deco[0].attributes.get("minutes_between_retries", 2))
@@ -185,7 +188,6 @@ def step(
                 datastore.get_task_datastore(identity.run_id, step_name, identity.task_id),
             )
 
-    client = default_client()
     with JobGuard(client, echo) as guard:
         try:
             if num_parallel:

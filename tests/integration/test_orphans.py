@@ -1,0 +1,201 @@
+"""Issue 4 item 5: however the launcher ends, the run's Nomad jobs do not outlive it.
+
+Each case interrupts a real run whose @nomad step sleeps 60 s, exactly the way
+Metaflow users and tools do, and then asks the agent how many of the run's jobs
+are still active and how many allocations are still running.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from metaflow_nomad.jobs import find_jobs
+from tests.flow_processes import (
+    FLOWS,
+    BackgroundRun,
+    flow_env,
+    start_flow,
+    wait_no_active_jobs,
+    wait_task_running,
+)
+
+pytestmark = pytest.mark.integration
+
+FLOW = "SleepFlow"
+
+
+@pytest.fixture()
+def sleeping_run(nomad_agent, nomad_client, tmp_path):
+    """Start sleep_flow.py and return (run, run_id, job) once the task runs on Nomad."""
+    started = []
+
+    def start(*args, env=None):
+        run = start_flow(
+            "sleep_flow.py", tmp_path, flow_env(nomad_agent.address, tmp_path, env), *args
+        )
+        started.append(run)
+        run_id = run.wait_run_id()
+        job = wait_task_running(nomad_client, run, FLOW, run_id)
+        return run, run_id, job
+
+    yield start
+    for run in started:
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+            run.proc.wait()
+
+
+def _report(case, before, elapsed, jobs_left, allocs_left):
+    print(
+        f"[{case}] active jobs before: {before}; after {elapsed:.1f}s: "
+        f"active jobs {jobs_left}, running allocations {allocs_left}"
+    )
+
+
+def test_ctrl_c_on_the_terminal_stops_the_job(sleeping_run, nomad_client):
+    run, run_id, job = sleeping_run()
+    before = len(find_jobs(nomad_client, FLOW, run_id))
+    os.killpg(run.proc.pid, signal.SIGINT)
+    elapsed, jobs_left, allocs_left = wait_no_active_jobs(
+        nomad_client, FLOW, run_id, [job["ID"]], timeout=20
+    )
+    _report("ctrl-c process group", before, elapsed, jobs_left, allocs_left)
+    assert before == 1
+    assert (jobs_left, allocs_left) == (0, 0), run.output()
+    assert elapsed < 5
+    assert run.finish() != 0
+    assert f"Stopped Nomad job {job['ID']} (received SIGINT)" in run.output()
+
+
+def test_sigint_to_the_runtime_only_stops_the_job(sleeping_run, nomad_client):
+    run, run_id, job = sleeping_run()
+    before = len(find_jobs(nomad_client, FLOW, run_id))
+    os.kill(run.proc.pid, signal.SIGINT)
+    # The runtime waits 5 s for its workers, SIGKILLs the trampoline (which never saw
+    # the signal), then runs runtime_finished: the backstop must stop the job.
+    elapsed, jobs_left, allocs_left = wait_no_active_jobs(
+        nomad_client, FLOW, run_id, [job["ID"]], timeout=30
+    )
+    _report("sigint runtime only", before, elapsed, jobs_left, allocs_left)
+    assert before == 1
+    assert (jobs_left, allocs_left) == (0, 0), run.output()
+    assert elapsed < 12
+    assert run.finish() != 0
+    assert "Killing 1 remaining tasks" in run.output()
+    # Stopped by the runtime_finished backstop, not by the (SIGKILLed) trampoline.
+    assert f"Stopped Nomad job {job['ID']}." in run.output()
+
+
+# Runs the flow through Metaflow's Runner API in its own process, prints the run id,
+# and calls the Runner's kill (CommandManager.kill: SIGTERM to the runtime and its
+# children, SIGKILL 2 s later) when the test writes a line on its stdin.
+RUNNER_DRIVER = """
+import asyncio, sys
+from metaflow import Runner
+
+async def main():
+    with Runner("sleep_flow.py", pylint=False) as runner:
+        run = await runner.async_run()
+        print("RUN_ID", run.run.id, flush=True)
+        sys.stdin.readline()
+        run.command_obj.kill()
+        print("KILLED", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_runner_api_kill_stops_the_job(nomad_agent, nomad_client, tmp_path):
+    (tmp_path / "sleep_flow.py").write_text((FLOWS / "sleep_flow.py").read_text())
+    driver = subprocess.Popen(
+        [sys.executable, "-c", RUNNER_DRIVER],
+        cwd=tmp_path,
+        env=flow_env(nomad_agent.address, tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        first = driver.stdout.readline().split()
+        assert first[:1] == ["RUN_ID"], first
+        run_id = first[1]
+        run = BackgroundRun(driver, tmp_path, tmp_path / "unused.log")
+        job = wait_task_running(nomad_client, run, FLOW, run_id)
+        before = len(find_jobs(nomad_client, FLOW, run_id))
+        driver.stdin.write("kill\n")
+        driver.stdin.flush()
+        elapsed, jobs_left, allocs_left = wait_no_active_jobs(
+            nomad_client, FLOW, run_id, [job["ID"]], timeout=20
+        )
+        assert driver.stdout.readline().strip() == "KILLED"
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    _report("runner api kill (SIGTERM)", before, elapsed, jobs_left, allocs_left)
+    assert before == 1
+    assert (jobs_left, allocs_left) == (0, 0)
+    assert elapsed < 5
+
+
+def test_sigkill_of_the_launcher_fails_the_run_and_stops_the_job(sleeping_run, nomad_client):
+    run, run_id, job = sleeping_run()
+    before = len(find_jobs(nomad_client, FLOW, run_id))
+    trampoline = _trampoline_pid(run.proc.pid)
+    os.kill(trampoline, signal.SIGKILL)
+    elapsed, jobs_left, allocs_left = wait_no_active_jobs(
+        nomad_client, FLOW, run_id, [job["ID"]], timeout=30
+    )
+    _report("sigkill trampoline, no retry", before, elapsed, jobs_left, allocs_left)
+    assert before == 1
+    assert (jobs_left, allocs_left) == (0, 0), run.output()
+    assert elapsed < 10
+    assert run.finish() != 0
+    assert "Stopped Nomad job " + job["ID"] in run.output()
+
+
+def test_sigkill_of_the_launcher_next_attempt_stops_the_previous_job(sleeping_run, nomad_client):
+    run, run_id, first = sleeping_run("--with", "retry:times=1,minutes_between_retries=0")
+    assert first["Meta"]["metaflow.attempt"] == "0"
+    os.kill(_trampoline_pid(run.proc.pid), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        active = find_jobs(nomad_client, FLOW, run_id)
+        if [j["Meta"]["metaflow.attempt"] for j in active] == ["1"]:
+            break
+        time.sleep(0.3)
+    attempts = sorted(j["Meta"]["metaflow.attempt"] for j in find_jobs(nomad_client, FLOW, run_id))
+    print(f"[sigkill trampoline, @retry] active attempts after the retry started: {attempts}")
+    assert attempts == ["1"], run.output()
+    assert f"Stopped Nomad job {first['ID']} (a previous attempt" in run.output()
+    os.killpg(run.proc.pid, signal.SIGINT)
+    elapsed, jobs_left, allocs_left = wait_no_active_jobs(
+        nomad_client, FLOW, run_id, [first["ID"], first["ID"][:-1] + "1"], timeout=20
+    )
+    _report("sigkill trampoline, @retry, then ctrl-c", 1, elapsed, jobs_left, allocs_left)
+    assert (jobs_left, allocs_left) == (0, 0)
+
+
+def _trampoline_pid(runtime_pid: int) -> int:
+    """The `nomad step` child of the runtime."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().split(b"\0")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if ppid == runtime_pid and b"nomad" in cmdline and b"step" in cmdline:
+                return int(pid)
+        time.sleep(0.2)
+    raise AssertionError("no `nomad step` process found")
