@@ -407,14 +407,16 @@ def _explain_tls(settings: ConnectionSettings, exc: nomad_exc.BaseNomadException
     inside the handshake, then recovers the server's actual reason.
     """
     cause = getattr(exc, "nomad_resp", None)
-    if not isinstance(cause, requests.exceptions.ConnectionError):
+    if not isinstance(cause, requests.exceptions.RequestException):
         return None
     text = str(cause)
     explained = _classify_tls(settings, text)
     if explained:
         return explained
     is_ssl = isinstance(cause, requests.exceptions.SSLError)
-    aborted = "Connection aborted" in text or "reset by peer" in text
+    aborted = any(m in text for m in ("Connection aborted", "Connection broken", "reset by peer"))
+    if settings.address.startswith("http://") and aborted and _speaks_tls(settings.address):
+        return f"the cluster serves HTTPS: set {SETTING['address']} to https://..."
     if settings.address.startswith("https://") and (is_ssl or aborted):
         probe = _tls12_handshake_error(settings)
         explained = _classify_tls(settings, probe) if probe else None
@@ -474,6 +476,26 @@ def _classify_tls(settings: ConnectionSettings, text: str) -> str | None:
             f"({settings.client_cert}): it is not signed by the cluster's CA."
         )
     return None
+
+
+def _speaks_tls(address: str, timeout: float = 5) -> bool:
+    """Whether the server at an http:// address actually answers a TLS handshake.
+
+    A plain-HTTP POST to Nomad's HTTPS port is often cut off with a reset before
+    Nomad's "HTTP request to an HTTPS server" reply can be read.
+    """
+    parts = urllib.parse.urlsplit(address)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
+        with sock, context.wrap_socket(sock, server_hostname=parts.hostname):
+            return True
+    except ssl.SSLError as exc:
+        return "ALERT" in str(exc).upper()
+    except OSError:
+        return False
 
 
 def _tls12_handshake_error(settings: ConnectionSettings, timeout: float = 5) -> str | None:

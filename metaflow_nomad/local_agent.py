@@ -325,14 +325,21 @@ plugin "raw_exec" {{
 
     def api(self, method: str, path: str, body: dict | None = None, token: str | None = None):
         """One call to this agent's HTTP API (management token and client cert by default)."""
+        raw = self._request(method, path, body, token)
+        return json.loads(raw) if raw else None
+
+    def api_text(self, path: str, token: str | None = None) -> str:
+        """A GET whose answer is not JSON (e.g. task logs with ``plain=true``)."""
+        return self._request("GET", path, None, token).decode("utf-8", errors="replace")
+
+    def _request(self, method: str, path: str, body: dict | None, token: str | None) -> bytes:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.address + path, data=data, method=method)
         token = token or self.management_token
         if token:
             request.add_header("X-Nomad-Token", token)
         with urllib.request.urlopen(request, timeout=5, context=self._ssl_context()) as response:
-            raw = response.read()
-        return json.loads(raw) if raw else None
+            return response.read()
 
     def _get(self, path: str):
         return self.api("GET", path)
