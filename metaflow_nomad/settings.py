@@ -344,15 +344,16 @@ class _Validator:
         return value
 
     def name_list(self, setting, value):
+        original = value
         value = _parse_structured(value)
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",")]
         accepted = "a non-empty list of names, e.g. ['dc1', 'east-2a']"
         if not isinstance(value, (list, tuple)) or not value:
-            self.fail(setting, value, accepted)
+            self.fail(setting, original, accepted)
         for item in value:
             if not isinstance(item, str) or not item or any(c.isspace() for c in item):
-                self.fail(setting, value, accepted)
+                self.fail(setting, original, accepted)
         return tuple(value)
 
     def constraints(self, value):
