@@ -1,0 +1,402 @@
+"""The metaflow-nomad benchmark suite: ``make bench`` (full) or ``make bench-quick`` (CI).
+
+It starts its own local Nomad agent (raw_exec), runs every benchmark several
+times, and prints one table whose ratios are all taken against a baseline
+measured in the same run, because absolute timings on a shared 2-core machine
+move from minute to minute.  See docs/scaling.md for how the figures are read.
+
+What is timed where (so each figure can be checked):
+
+* step overhead: wall time of ``python flow.py run`` of a two-step no-op flow
+  with ``--with nomad`` (both steps on Nomad) against the same flow run locally,
+  interleaved local/Nomad so drift hits both arms alike;
+* submit to start: Nomad's own ``SubmitTime`` of the job and the ``Started``
+  task event (both from Nomad's clock); the trampoline's start is the kernel's
+  process start time (psutil), on the same machine clock;
+* fan-out: a foreach of N one-second tasks, ``@nomad`` on the foreach body only;
+* render: in-process rates, plus a fresh interpreter for what one trampoline pays;
+* API efficiency: requests counted at the wire by a loopback proxy between the
+  trampolines and the agent (only these runs go through the proxy);
+* memory: the kernel's VmHWM of every trampoline process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    FLOWS,
+    CountingProxy,
+    FlowRun,
+    FlowRunner,
+    env_for_agent,
+    finish,
+    job_times,
+    read_run_id,
+    summarize,
+)
+from render_bench import fixture, rate
+
+from metaflow_nomad.client import ConnectionSettings, NomadClient
+from metaflow_nomad.jobspec import (
+    build_template_context,
+    render_jobspec,
+    run_job_prefix,
+)
+from metaflow_nomad.local_agent import AgentOptions, LocalAgent
+from metaflow_nomad.templates import choose_variant, load_template, render_template
+
+TARGETS = {
+    "step_overhead_ratio": ("<=", 1.5),
+    "register_to_start_s": ("<=", 0.5),
+    "fanout_ratio": ("<=", 1.4),
+    "render_per_s": (">=", 2000),
+    "api_requests_60s_task": ("<=", 15),
+    "trampoline_peak_rss_mb": ("<=", 150),
+}
+NOMAD_MARKER = "    # <nomad>\n"
+
+
+class Suite:
+    """Holds the agent, the flow runner and every figure measured so far."""
+
+    def __init__(self, agent: LocalAgent, workdir: Path, quick: bool):
+        self.agent = agent
+        self.quick = quick
+        self.env = env_for_agent(agent.address, workdir / "mfhome")
+        self.runner = FlowRunner(workdir, self.env)
+        self.metrics: dict[str, dict] = {}
+        self.details: dict[str, object] = {}
+        self.trampolines: list = []
+        self.timeout = 600
+
+    def metric(self, name: str, values: list[float], unit: str, note: str = "") -> None:
+        entry = summarize(values)
+        entry.update(unit=unit, note=note)
+        if name in TARGETS:
+            op, bound = TARGETS[name]
+            entry["target"] = f"{op} {bound:g}"
+            median = entry["median"]
+            entry["pass"] = median is not None and (
+                median <= bound if op == "<=" else median >= bound
+            )
+        self.metrics[name] = entry
+
+    def jobs_of(self, flow: str, run: FlowRun) -> list:
+        return job_times(self.agent.address, run_job_prefix(flow, run.run_id))
+
+    # -- step overhead and submit-to-start ----------------------------------------
+
+    def step_overhead(self, reps: int) -> None:
+        directory = self.runner.prepare("noop", (FLOWS / "noop_flow.py").read_text())
+        local, nomad, ratios = [], [], []
+        local_tasks, local_task_cpu = [], []
+        phases: dict[str, list[float]] = {
+            "trampoline_to_submit_s": [],
+            "register_to_start_s": [],
+            "trampoline_to_start_s": [],
+            "task_on_nomad_s": [],
+            "task_end_to_trampoline_exit_s": [],
+            "trampoline_lifetime_s": [],
+            "trampoline_cpu_s": [],
+        }
+        for _ in range(reps):
+            base = self.runner.run(directory, [], [], self.timeout)
+            run = self.runner.run(directory, ["--with=nomad"], [], self.timeout)
+            local.append(base.seconds)
+            nomad.append(run.seconds)
+            ratios.append(run.seconds / base.seconds)
+            for task in (p for p in base.processes if p.kind == "task"):
+                local_tasks.append(task.last_seen - task.created)
+                local_task_cpu.append(task.cpu_s)
+            for name, values in self._task_phases("NoopFlow", run).items():
+                phases[name].extend(values)
+        steps = 2
+        self.metric("local_run_s", local, "s", "2-step no-op flow, local")
+        self.metric("nomad_run_s", nomad, "s", "same flow, --with nomad (both steps)")
+        self.metric("step_overhead_ratio", ratios, "x", "per-repetition nomad/local wall time")
+        self.metric(
+            "step_overhead_s_per_step",
+            [(n - b) / steps for n, b in zip(nomad, local)],
+            "s",
+            "(nomad - local) / 2 steps",
+        )
+        self.metric("local_task_process_s", local_tasks, "s", "a local task process, start to exit")
+        self.metric("local_task_cpu_s", local_task_cpu, "s", "CPU of a local task process")
+        notes = {
+            "trampoline_to_submit_s": "trampoline start -> Nomad SubmitTime",
+            "register_to_start_s": "Nomad SubmitTime -> task Started event",
+            "trampoline_to_start_s": "trampoline start -> task Started event",
+            "task_on_nomad_s": "Started -> Terminated (bootstrap + Metaflow task process)",
+            "task_end_to_trampoline_exit_s": "Terminated -> trampoline gone (+-0.1 s sampling)",
+            "trampoline_lifetime_s": "trampoline start -> exit (+-0.1 s sampling)",
+            "trampoline_cpu_s": "CPU of one trampoline process",
+        }
+        for name, values in phases.items():
+            self.metric(name, values, "s", notes[name])
+
+    def _task_phases(self, flow: str, run: FlowRun) -> dict[str, list[float]]:
+        """Per task: where the time goes, joining kernel process times to Nomad's clock."""
+        trampolines = {
+            (p.step_name, p.option("--task-id")): p for p in run.processes if p.kind == "trampoline"
+        }
+        self.trampolines.extend(trampolines.values())
+        out: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "trampoline_to_submit_s",
+                "register_to_start_s",
+                "trampoline_to_start_s",
+                "task_on_nomad_s",
+                "task_end_to_trampoline_exit_s",
+                "trampoline_lifetime_s",
+                "trampoline_cpu_s",
+            )
+        }
+        for job in self.jobs_of(flow, run):
+            if job.started is None:
+                continue
+            out["register_to_start_s"].append(job.started - job.submitted)
+            if job.terminated is not None:
+                out["task_on_nomad_s"].append(job.terminated - job.started)
+            tramp = trampolines.get((job.step_name, job.task_id))
+            if tramp is None:
+                continue
+            out["trampoline_to_submit_s"].append(job.submitted - tramp.created)
+            out["trampoline_to_start_s"].append(job.started - tramp.created)
+            out["trampoline_lifetime_s"].append(tramp.last_seen - tramp.created)
+            out["trampoline_cpu_s"].append(tramp.cpu_s)
+            if job.terminated is not None:
+                out["task_end_to_trampoline_exit_s"].append(tramp.last_seen - job.terminated)
+        return out
+
+    # -- fan-out --------------------------------------------------------------------
+
+    def fanout(self, width: int, workers: int, reps: int) -> None:
+        source = (FLOWS / "fanout_flow.py").read_text()
+        assert NOMAD_MARKER in source
+        local_dir = self.runner.prepare("fanout-local", source)
+        nomad_dir = self.runner.prepare(
+            "fanout-nomad", source.replace(NOMAD_MARKER, "    @nomad\n")
+        )
+        args = ["--width", str(width), "--max-workers", str(workers)]
+        local, nomad, ratios, register_to_start = [], [], [], []
+        for _ in range(reps):
+            base = self.runner.run(local_dir, [], args, self.timeout)
+            run = self.runner.run(nomad_dir, [], args, self.timeout)
+            local.append(base.seconds)
+            nomad.append(run.seconds)
+            ratios.append(run.seconds / base.seconds)
+            phases = self._task_phases("FanoutFlow", run)
+            register_to_start.extend(phases["register_to_start_s"])
+        label = f"{width} x 1 s tasks, --max-workers {workers}"
+        self.metric("fanout_local_s", local, "s", label + ", local")
+        self.metric("fanout_nomad_s", nomad, "s", label + ", @nomad on the foreach body")
+        self.metric("fanout_ratio", ratios, "x", "per-repetition nomad/local wall time")
+        self.metric(
+            "fanout_register_to_start_s",
+            register_to_start,
+            "s",
+            f"SubmitTime -> Started with {workers} trampolines at once",
+        )
+
+    # -- render ---------------------------------------------------------------------
+
+    def render(self, reps: int, window_s: float) -> None:
+        settings, identity, launch = fixture()
+        loaded = load_template(settings.template, choose_variant(settings.gpu, False))
+        context = build_template_context(settings, identity, launch, loaded)
+        client = NomadClient(ConnectionSettings(address=self.agent.address))
+        hcl_bytes = len(render_template(loaded, context))
+        self.metric(
+            "render_per_s",
+            [rate(lambda: render_template(loaded, context), window_s) for _ in range(reps)],
+            "1/s",
+            f"render_template, warm, {hcl_bytes} bytes of HCL",
+        )
+        self.metric(
+            "render_jobspec_per_s",
+            [
+                rate(lambda: render_jobspec(settings, identity, launch), window_s)
+                for _ in range(reps)
+            ],
+            "1/s",
+            "render_jobspec (template lookup + context + render), warm",
+        )
+        self.metric(
+            "render_parse_per_s",
+            [
+                rate(lambda: client.parse(render_jobspec(settings, identity, launch).hcl), window_s)
+                for _ in range(reps)
+            ],
+            "1/s",
+            "render_jobspec + POST /v1/jobs/parse round trip, one connection",
+        )
+        script = Path(__file__).resolve().parent / "render_bench.py"
+        colds = [
+            json.loads(
+                subprocess.run(
+                    [sys.executable, str(script)],
+                    check=True,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    timeout=120,
+                ).stdout
+            )
+            for _ in range(reps)
+        ]
+        notes = {
+            "import_s": "fresh interpreter: import metaflow_nomad.jobspec (Jinja)",
+            "first_render_s": "fresh interpreter: first render_jobspec (compiles the template)",
+            "warm_render_s": "fresh interpreter: second render_jobspec",
+        }
+        for key, note in notes.items():
+            self.metric("cold_render_" + key, [c[key] for c in colds], "s", note)
+
+    # -- API efficiency ---------------------------------------------------------------
+
+    def api(self, durations: list[float]) -> None:
+        """Each duration is its own run, all at once, each task's requests counted by job."""
+        directory = self.runner.prepare("api", (FLOWS / "api_flow.py").read_text())
+        with CountingProxy(self.agent.address) as proxy:
+            env = {"METAFLOW_NOMAD_ADDRESS": proxy.address}
+            started = [
+                (seconds, *self.runner.start(directory, [], ["--seconds", str(seconds)], env))
+                for seconds in durations
+            ]
+            runs = [
+                (seconds, read_run_id(run_id_file, finish(proc, self.timeout)))
+                for seconds, proc, run_id_file in started
+            ]
+        unattributed = sum(proxy.unattributed.values())
+        share = unattributed / len(runs)
+        per_duration: dict[float, list[float]] = {}
+        breakdown: dict[str, dict] = {}
+        for seconds, run_id in runs:
+            prefix = run_job_prefix("ApiFlow", run_id)
+            jobs = [job for job in proxy.by_job if job.startswith(prefix)]
+            if len(jobs) != 1:
+                raise RuntimeError(f"expected one job for run {run_id}, saw {jobs}")
+            counts = proxy.by_job[jobs[0]]
+            per_duration.setdefault(seconds, []).append(sum(counts.values()) + share)
+            breakdown[f"{seconds:g}s"] = dict(counts)
+        for seconds, values in per_duration.items():
+            self.metric(
+                f"api_requests_{seconds:g}s_task",
+                values,
+                "requests",
+                f"all requests of one {seconds:g} s task, counted at a proxy",
+            )
+        self.details["api_breakdown"] = breakdown
+        self.details["api_unattributed_requests"] = dict(proxy.unattributed)
+
+    def memory(self) -> None:
+        self.metric(
+            "trampoline_peak_rss_mb",
+            [t.peak_rss_mb for t in self.trampolines],
+            "MB",
+            "VmHWM of every trampoline of the step-overhead and fan-out runs",
+        )
+
+
+def print_table(result: dict) -> None:
+    rows = [("metric", "median", "p95", "min..max", "n", "target", "verdict")]
+    for name, m in result["metrics"].items():
+
+        def fmt(value):
+            return "-" if value is None else f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+        verdict = "" if "pass" not in m else ("PASS" if m["pass"] else "MISS")
+        rows.append(
+            (
+                name,
+                fmt(m["median"]) + " " + m["unit"],
+                fmt(m["p95"]),
+                f"{fmt(m['min'])}..{fmt(m['max'])}",
+                str(m["n"]),
+                m.get("target", ""),
+                verdict,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    print()
+    for name, m in result["metrics"].items():
+        if m["note"]:
+            print(f"  {name}: {m['note']}")
+    print()
+    print("API requests by endpoint (one task per duration):")
+    for duration, counts in result["details"].get("api_breakdown", {}).items():
+        parts = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+        print(f"  {duration}: {parts}")
+    print(
+        "\nMachine-noise caveat: timings come from one run on a shared machine "
+        f"({result['machine']['cpus']} CPUs); compare ratios within a run, not across runs."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CI-sized: small fan-out, 1 s tasks")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--reps", type=int, help="repetitions per benchmark (default 5, quick 2)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    reps = args.reps or (2 if quick else 5)
+    began = time.time()
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    agent = LocalAgent(options=AgentOptions(env={"PATH": path}))
+    print(f"Starting a local Nomad agent ({agent.binary})...", flush=True)
+    agent.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mf-nomad-bench-") as tmp:
+            suite = Suite(agent, Path(tmp), quick)
+            steps = [
+                ("render", lambda: suite.render(reps, 0.5 if quick else 1.0)),
+                ("step overhead", lambda: suite.step_overhead(reps)),
+                (
+                    "fan-out",
+                    lambda: suite.fanout(*((8, 4, 1) if quick else (64, 16, max(2, reps // 2)))),
+                ),
+                ("API efficiency", lambda: suite.api([1] if quick else [1, 1, 30, 30, 60, 60])),
+                ("memory", suite.memory),
+            ]
+            for label, step in steps:
+                print(f"[{time.time() - began:6.0f}s] {label}...", flush=True)
+                step()
+            result = {
+                "mode": "quick" if quick else "full",
+                "repetitions": reps,
+                "elapsed_s": time.time() - began,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "metrics": suite.metrics,
+                "details": suite.details,
+            }
+    finally:
+        agent.stop()
+    print()
+    print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
