@@ -49,8 +49,9 @@ PERMANENT_500_MARKERS = (
 )
 # Backoff between attempts: FIRST_BACKOFF_S doubling up to max_backoff, times a
 # jitter in [JITTER_LOW, 1].  With the defaults six attempts wait at least
-# 0.75 * (1 + 2 + 4 + 8 + 10) = 18.75 s on refused connections, and each attempt
-# against a hung agent also spends its timeout: a 20 s API outage is ridden out.
+# 0.75 * (1 + 2 + 4 + 8 + 12) = 20.25 s even when every attempt fails at once
+# (connection refused), and at most 27 s; against a hung agent each attempt also
+# spends its timeout.  Either way a 20 s API outage is ridden out.
 FIRST_BACKOFF_S = 1.0
 JITTER_LOW = 0.75
 # Where each connection setting comes from, for messages that tell users what to set.
@@ -121,7 +122,7 @@ class NomadClient:
         settings: ConnectionSettings,
         timeout: float = 10,
         max_attempts: int = 6,
-        max_backoff: float = 10.0,
+        max_backoff: float = 12.0,
     ):
         self.settings = settings
         self.timeout = timeout
