@@ -430,7 +430,20 @@ plugin "raw_exec" {{
             self._old_groups = []
         self.process = None
         if cleanup:
+            self._unmount_data_dir()
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _unmount_data_dir(self) -> None:
+        """Nomad running as root mounts each task's secrets/private tmpfs and alloc
+        dir under the data dir and leaves them when stopped; unmount only those."""
+        root = str(self.data_dir.resolve()) + "/"
+        try:
+            with open("/proc/self/mountinfo") as mountinfo:
+                points = [line.split()[4] for line in mountinfo]
+        except OSError:
+            return
+        for point in sorted((p for p in points if p.startswith(root)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
     def restart(self, timeout: float = 60, kill_tasks: bool = True) -> None:
         """Stop and start again on the same ports and data dir (state persists).
