@@ -124,16 +124,31 @@ def build_task_launch(
         init_cmds = environment.get_package_commands(
             code_package["url"], datastore_type, code_package["metadata"]
         )
-    step_expr = bash_capture_logs(
-        " && ".join([*environment.bootstrap_commands(identity.step_name, datastore_type), step_cli])
+    step_expr = _unquote_once(
+        bash_capture_logs(
+            " && ".join(
+                [*environment.bootstrap_commands(identity.step_name, datastore_type), step_cli]
+            )
+        )
     )
+    init_expr = _unquote_once(f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}")
     script = (
         'stop=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'
         '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
-        f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}\n"
+        f"{init_expr}\n"
         f"c=$?\n{_forward_stop_signals(step_expr)}\n{BASH_SAVE_LOGS}\nexit $c\n"
     )
     return TaskLaunch(script=script, env=dict(env))
+
+
+def _unquote_once(expr: str) -> str:
+    """Metaflow's bootstrap commands carry one level of double-quote escaping.
+
+    They are written for ``@kubernetes``, which runs ``shlex.split('bash -c "<cmd>"')``
+    (so ``\\"`` in BASH_MFLOG and the boto3 download one-liner become ``"``).  This
+    script is run as is, so the same level is removed here.
+    """
+    return shlex.split(f'bash -c "{expr}"')[2]
 
 
 def _forward_stop_signals(step_expr: str) -> str:
@@ -149,7 +164,7 @@ def _forward_stop_signals(step_expr: str) -> str:
     return (
         'if [ -n "$stop" ]; then c=130\n'
         "elif [ $c -eq 0 ]; then\n"
-        f"  set -m\n  ({step_expr}) &\n  child=$!\n  set +m\n"
+        f"  set -m\n  ( {step_expr} ) &\n  child=$!\n  set +m\n"
         '  for s in INT TERM HUP; do trap "kill -$s -- -$child 2>/dev/null" $s; done\n'
         '  if [ -n "$stop" ]; then kill -"$stop" -- -"$child" 2>/dev/null; fi\n'
         '  wait "$child"; c=$?\n'

@@ -224,7 +224,8 @@ def step(
         except (NomadException, OSError):
             traceback.print_exc(chain=False)
             guard.stop(reason="submission failed")
-            sync_metadata()
+            # Nothing ran, so there is no task metadata to sync back (and trying
+            # raises a datastore error that hides the real one).
             sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
         try:
             _follow_job(
