@@ -121,6 +121,8 @@ def test_oom_names_the_memory_limit():
 
 
 def test_sigkill_without_oom_flag_points_at_memory():
+    # What Nomad 1.6.1 reported here for an exec task that went over `memory`:
+    # the cgroup OOM killer's SIGKILL, with oom_killed "false".
     outcome = outcome_from_allocation(_alloc([_terminated(137, 9)]), "metaflow", 32)
     assert not outcome.oom_killed
     assert "SIGKILL (signal 9)" in outcome.message and "(32 MB)" in outcome.message
