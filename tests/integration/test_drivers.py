@@ -2,9 +2,10 @@
 
 docker: there is no Docker engine on this machine (the agent fingerprints docker
 as undetected), so a docker job is proven up to the cluster's own parser, with
-the image, command and the mTLS bind mount.  exec: the agent binary is built with
-cgo and runs as root, so exec is healthy here and a rendered job runs for real,
-chrooted.
+the image, command and the mTLS bind mount.  exec is healthy on this agent (cgo
+build, root) and a rendered job ran for real as nobody in its chroot, but each exec
+allocation copies a 5.3 GB default chroot here (~45 s plus teardown), too heavy for
+the shared suite; see docs/security.md.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from metaflow_nomad.client import ConnectionSettings, NomadClient, task_tls_material
+from metaflow_nomad.client import ConnectionSettings, task_tls_material
 from metaflow_nomad.jobspec import (
     BOOTSTRAP_ARGS,
     JobIdentity,
@@ -21,7 +22,6 @@ from metaflow_nomad.jobspec import (
     parse_jobspec,
     render_jobspec,
 )
-from metaflow_nomad.local_agent import LocalAgent
 from metaflow_nomad.settings import resolve_step_settings
 
 pytestmark = pytest.mark.integration
@@ -65,43 +65,3 @@ def test_docker_job_over_mtls_bind_mounts_the_tls_directory(nomad_client):
     }
     assert task["Env"]["NOMAD_CACERT"] == "/etc/metaflow-nomad/tls/ca.pem"
     assert task["Env"]["NOMAD_ADDR"] == "https://nomad.example:4646"
-
-
-@pytest.fixture()
-def exec_agent():
-    """Its own agent: exec allocations make the agent slow to shut down (chroot cleanup)."""
-    agent = LocalAgent()
-    agent.start()
-    yield agent
-    agent.stop()
-
-
-def test_exec_driver_runs_a_rendered_job_for_real_in_a_chroot(exec_agent):
-    nomad_agent = exec_agent
-    nomad_client = NomadClient(ConnectionSettings(address=exec_agent.address))
-    node = nomad_agent.api("GET", "/v1/nodes")[0]
-    drivers = nomad_agent.api("GET", f"/v1/node/{node['ID']}")["Drivers"]
-    assert drivers["exec"]["Healthy"], drivers["exec"]["HealthDescription"]
-    settings = resolve_step_settings("probe", {"driver": "exec", "memory": 64}, config={})
-    script = (
-        'echo "exec-ran uid=$(id -u)"\n'
-        # The repository exists on the host but not inside exec's chroot.
-        f"if [ -e {nomad_agent.data_dir} ]; then echo not-isolated; else echo chrooted; fi\n"
-    )
-    rendered = render_jobspec(settings, _identity("probe"), TaskLaunch(script=script))
-    nomad_client.register(parse_jobspec(rendered, nomad_client))
-    try:
-        deadline = time.monotonic() + 90
-        allocs: list = []
-        while time.monotonic() < deadline:
-            allocs, _ = nomad_client.job_allocations(rendered.job_id)
-            if allocs and allocs[0]["ClientStatus"] in ("complete", "failed", "lost"):
-                break
-            time.sleep(0.5)
-        assert allocs and allocs[0]["ClientStatus"] == "complete", allocs
-        out = nomad_client.alloc_logs(allocs[0]["ID"], "metaflow", "stdout", 4096)
-        # exec drops to nobody by default, where raw_exec would run as the agent (root).
-        assert "exec-ran uid=65534" in out
-        assert "chrooted" in out
-    finally:
-        nomad_client.deregister(rendered.job_id, purge=True)
