@@ -1,0 +1,64 @@
+"""Issue 4 item 2 on a real agent: a task that cannot be placed says why, and gives up."""
+
+from __future__ import annotations
+
+import pytest
+
+from metaflow_nomad.jobs import find_jobs
+
+pytestmark = pytest.mark.integration
+
+
+def _assert_gave_up(result, client, flow_name: str, seconds: str, reason: str) -> None:
+    assert result.returncode != 0, result.output
+    output = result.output
+    # The reason is printed while pending, then the task fails with it.
+    pending_at = output.index(f"Task is pending: {reason}")
+    stopped_at = output.index("(pending timeout).")
+    assert pending_at < stopped_at
+    assert f"still pending after {seconds} (pending_timeout), so job " in output
+    failure = output[output.index("(pending_timeout), so job ") :]
+    assert reason in failure
+    [job] = find_jobs(client, flow_name, result.run_id, include_dead=True)
+    job = client.job(job["ID"])
+    assert (job["Status"], job["Stop"]) == ("dead", True)
+    allocs, _ = client.job_allocations(job["ID"])
+    assert allocs == []
+
+
+def test_memory_larger_than_any_node(run_flow, nomad_client):
+    result = run_flow("track_pending_flow.py", env={"METAFLOW_NOMAD_MEMORY": "10000000"})
+    _assert_gave_up(
+        result,
+        nomad_client,
+        "TrackPendingFlow",
+        "4s",
+        "task group 'step' cannot be placed: 1 node(s) do not have enough free memory "
+        "(requested 10000000 MB).",
+    )
+
+
+def test_unknown_datacenter(run_flow, nomad_client):
+    result = run_flow(
+        "track_pending_flow.py", env={"METAFLOW_NOMAD_DEFAULT_DATACENTERS": "nowhere-dc"}
+    )
+    _assert_gave_up(
+        result,
+        nomad_client,
+        "TrackPendingFlow",
+        "4s",
+        "task group 'step' cannot be placed: no ready client node is in the requested "
+        "datacenters and node pool (datacenters=['nowhere-dc'])",
+    )
+
+
+def test_unsatisfiable_constraint_with_timeout_from_the_environment(run_flow, nomad_client):
+    result = run_flow("track_constraint_flow.py", env={"METAFLOW_NOMAD_PENDING_TIMEOUT": "2"})
+    _assert_gave_up(
+        result,
+        nomad_client,
+        "TrackConstraintFlow",
+        "2s",
+        "task group 'step' cannot be placed: 1 of 1 node(s) were filtered out by constraint "
+        "`${attr.kernel.name} = windows`.",
+    )
