@@ -50,6 +50,26 @@ _FORWARDED_CONFIG = (
 )
 
 
+def conda_environment_problem(step_name: str, decos, datastore_type: str) -> str | None:
+    """Why a @pypi/@conda step cannot run on Nomad with this datastore, or None.
+
+    Metaflow solves the environment on the launcher, caches its packages in the
+    datastore and has each task fetch them with micromamba.  With the local
+    datastore nothing is cached, so the task would fail late and obscurely.
+    """
+    envs = [d for d in decos if d.name in ("conda", "pypi") and not d.attributes.get("disabled")]
+    if not envs or datastore_type != "local":
+        return None
+    return (
+        f"Step '{step_name}': @{envs[0].name} with @nomad needs a remote datastore "
+        "(--datastore=s3; S3-compatible endpoints work through METAFLOW_S3_ENDPOINT_URL). "
+        "Metaflow caches the solved packages there and each Nomad task downloads them. "
+        "The launcher also needs micromamba (on PATH, or reachable at micro.mamba.pm) and "
+        "access to the package channels; the task's image or client node needs bash, "
+        "Python with boto3, and micromamba on PATH or HTTPS access to micro.mamba.pm."
+    )
+
+
 def split_input_paths(input_paths: str | None) -> tuple[str | None, dict[str, str]]:
     """Large joins have huge --input-paths; ship them in env chunks, like @kubernetes."""
     if not input_paths:

@@ -113,7 +113,12 @@ def step(
     **kwargs,
 ):
     from .client import task_tls_material
-    from .command import build_task_launch, split_input_paths, task_environment
+    from .command import (
+        build_task_launch,
+        conda_environment_problem,
+        split_input_paths,
+        task_environment,
+    )
     from .config import read_config
     from .jobs import default_client, stop_previous_attempts
     from .jobspec import JobIdentity, parse_jobspec, render_jobspec
@@ -139,6 +144,9 @@ def step(
     deco = _nomad_decorator(flow, step_name)
     settings = deco.settings
     node = ctx.obj.graph[step_name]
+    problem = conda_environment_problem(step_name, node.decorators, ctx.obj.flow_datastore.TYPE)
+    if problem:
+        raise NomadException(problem)
     config = read_config()
 
     client = default_client()
