@@ -44,7 +44,8 @@ class JobGuard:
     """Stops the submitted job on SIGINT, SIGTERM, SIGHUP, crash or exit.
 
     Python skips atexit on SIGTERM, and Metaflow's runtime SIGKILLs trampolines 5 s
-    after Ctrl-C, so the handlers stop the job first and exit right after.
+    after Ctrl-C, so the handlers stop the job first and exit right after.  If the
+    runtime itself dies silently (kill -9, the OOM killer), Linux sends SIGTERM.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -60,6 +61,7 @@ class JobGuard:
         for sig in self.SIGNALS:
             signal.signal(sig, self._on_signal)
         atexit.register(self.stop)
+        _signal_when_parent_dies(signal.SIGTERM)
         return self
 
     def __exit__(self, *exc):
@@ -81,6 +83,20 @@ class JobGuard:
             self.echo(f"Stopped Nomad job {self.job_id} ({reason}).")
         except NomadException as exc:
             self.echo(f"Could not stop Nomad job {self.job_id}: {exc}")
+
+
+def _signal_when_parent_dies(signum: int) -> None:
+    """Ask Linux for ``signum`` when the runtime that started us exits (PR_SET_PDEATHSIG).
+
+    A runtime killed with SIGKILL runs no cleanup at all, so this is the only
+    automatic way its jobs get stopped; elsewhere ``nomad kill`` is the remedy.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum))
 
 
 @nomad.command(help="Execute a single task on Nomad. Used internally by Metaflow's runtime.")

@@ -114,15 +114,30 @@ def wait_task_running(
     raise AssertionError(f"no running task after {timeout}s:\n{run.output()}")
 
 
+@dataclass
+class Cleanup:
+    """How long after an interruption the run's jobs and allocations were gone."""
+
+    jobs_left: int
+    allocs_left: int
+    jobs_gone_after: float | None
+    allocs_gone_after: float | None
+
+
 def wait_no_active_jobs(
     client: NomadClient, flow_name: str, run_id: str, job_ids: list[str], timeout: float
-) -> tuple[float, int, int]:
-    """Seconds until the run has no active job nor running allocation, and the last counts."""
+) -> Cleanup:
+    """Poll the API until the run has no active job and no running allocation."""
     started = time.monotonic()
+    jobs_gone = allocs_gone = None
     while True:
         jobs = find_jobs(client, flow_name, run_id)
         allocs = running_allocations(client, job_ids)
         elapsed = time.monotonic() - started
+        if not jobs and jobs_gone is None:
+            jobs_gone = elapsed
+        if not allocs and allocs_gone is None:
+            allocs_gone = elapsed
         if (not jobs and not allocs) or elapsed > timeout:
-            return elapsed, len(jobs), len(allocs)
+            return Cleanup(len(jobs), len(allocs), jobs_gone, allocs_gone)
         time.sleep(0.25)

@@ -49,24 +49,33 @@ def sleeping_run(nomad_agent, nomad_client, tmp_path):
             run.proc.wait()
 
 
-def _report(case, before, elapsed, jobs_left, allocs_left):
+def _report(case: str, before: int, cleanup) -> None:
     print(
-        f"[{case}] active jobs before: {before}; after {elapsed:.1f}s: "
-        f"active jobs {jobs_left}, running allocations {allocs_left}"
+        f"[{case}] active jobs before: {before}; after: active jobs {cleanup.jobs_left} "
+        f"(gone after {_secs(cleanup.jobs_gone_after)}), running allocations "
+        f"{cleanup.allocs_left} (gone after {_secs(cleanup.allocs_gone_after)})"
     )
+
+
+def _secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}s"
+
+
+def _assert_cleaned(cleanup, jobs_within: float, allocs_within: float = 15) -> None:
+    """Jobs stopped by the launcher in time; allocations then ended by Nomad's kill."""
+    assert (cleanup.jobs_left, cleanup.allocs_left) == (0, 0)
+    assert cleanup.jobs_gone_after < jobs_within
+    assert cleanup.allocs_gone_after < allocs_within
 
 
 def test_ctrl_c_on_the_terminal_stops_the_job(sleeping_run, nomad_client):
     run, run_id, job = sleeping_run()
     before = len(find_jobs(nomad_client, FLOW, run_id))
     os.killpg(run.proc.pid, signal.SIGINT)
-    elapsed, jobs_left, allocs_left = wait_no_active_jobs(
-        nomad_client, FLOW, run_id, [job["ID"]], timeout=20
-    )
-    _report("ctrl-c process group", before, elapsed, jobs_left, allocs_left)
+    cleanup = wait_no_active_jobs(nomad_client, FLOW, run_id, [job["ID"]], timeout=20)
+    _report("ctrl-c process group", before, cleanup)
     assert before == 1
-    assert (jobs_left, allocs_left) == (0, 0), run.output()
-    assert elapsed < 5
+    _assert_cleaned(cleanup, jobs_within=5)
     assert run.finish() != 0
     assert f"Stopped Nomad job {job['ID']} (received SIGINT)" in run.output()
 
@@ -77,13 +86,10 @@ def test_sigint_to_the_runtime_only_stops_the_job(sleeping_run, nomad_client):
     os.kill(run.proc.pid, signal.SIGINT)
     # The runtime waits 5 s for its workers, SIGKILLs the trampoline (which never saw
     # the signal), then runs runtime_finished: the backstop must stop the job.
-    elapsed, jobs_left, allocs_left = wait_no_active_jobs(
-        nomad_client, FLOW, run_id, [job["ID"]], timeout=30
-    )
-    _report("sigint runtime only", before, elapsed, jobs_left, allocs_left)
+    cleanup = wait_no_active_jobs(nomad_client, FLOW, run_id, [job["ID"]], timeout=30)
+    _report("sigint runtime only", before, cleanup)
     assert before == 1
-    assert (jobs_left, allocs_left) == (0, 0), run.output()
-    assert elapsed < 12
+    _assert_cleaned(cleanup, jobs_within=12)
     assert run.finish() != 0
     assert "Killing 1 remaining tasks" in run.output()
     # Stopped by the runtime_finished backstop, not by the (SIGKILLed) trampoline.
@@ -129,18 +135,15 @@ def test_runner_api_kill_stops_the_job(nomad_agent, nomad_client, tmp_path):
         before = len(find_jobs(nomad_client, FLOW, run_id))
         driver.stdin.write("kill\n")
         driver.stdin.flush()
-        elapsed, jobs_left, allocs_left = wait_no_active_jobs(
-            nomad_client, FLOW, run_id, [job["ID"]], timeout=20
-        )
+        cleanup = wait_no_active_jobs(nomad_client, FLOW, run_id, [job["ID"]], timeout=20)
         assert driver.stdout.readline().strip() == "KILLED"
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    _report("runner api kill (SIGTERM)", before, elapsed, jobs_left, allocs_left)
+    _report("runner api kill (SIGTERM)", before, cleanup)
     assert before == 1
-    assert (jobs_left, allocs_left) == (0, 0)
-    assert elapsed < 5
+    _assert_cleaned(cleanup, jobs_within=5)
 
 
 def test_sigkill_of_the_launcher_fails_the_run_and_stops_the_job(sleeping_run, nomad_client):
@@ -148,13 +151,10 @@ def test_sigkill_of_the_launcher_fails_the_run_and_stops_the_job(sleeping_run, n
     before = len(find_jobs(nomad_client, FLOW, run_id))
     trampoline = _trampoline_pid(run.proc.pid)
     os.kill(trampoline, signal.SIGKILL)
-    elapsed, jobs_left, allocs_left = wait_no_active_jobs(
-        nomad_client, FLOW, run_id, [job["ID"]], timeout=30
-    )
-    _report("sigkill trampoline, no retry", before, elapsed, jobs_left, allocs_left)
+    cleanup = wait_no_active_jobs(nomad_client, FLOW, run_id, [job["ID"]], timeout=30)
+    _report("sigkill trampoline, no retry", before, cleanup)
     assert before == 1
-    assert (jobs_left, allocs_left) == (0, 0), run.output()
-    assert elapsed < 10
+    _assert_cleaned(cleanup, jobs_within=10)
     assert run.finish() != 0
     assert "Stopped Nomad job " + job["ID"] in run.output()
 
@@ -174,11 +174,27 @@ def test_sigkill_of_the_launcher_next_attempt_stops_the_previous_job(sleeping_ru
     assert attempts == ["1"], run.output()
     assert f"Stopped Nomad job {first['ID']} (a previous attempt" in run.output()
     os.killpg(run.proc.pid, signal.SIGINT)
-    elapsed, jobs_left, allocs_left = wait_no_active_jobs(
+    cleanup = wait_no_active_jobs(
         nomad_client, FLOW, run_id, [first["ID"], first["ID"][:-1] + "1"], timeout=20
     )
-    _report("sigkill trampoline, @retry, then ctrl-c", 1, elapsed, jobs_left, allocs_left)
-    assert (jobs_left, allocs_left) == (0, 0)
+    _report("sigkill trampoline, @retry, then ctrl-c", 1, cleanup)
+    _assert_cleaned(cleanup, jobs_within=5)
+
+
+def test_sigkill_of_the_runtime_stops_the_job(sleeping_run, nomad_client):
+    """The runtime dies without any cleanup (kill -9, OOM killer): no runtime_finished."""
+    run, run_id, job = sleeping_run()
+    before = len(find_jobs(nomad_client, FLOW, run_id))
+    trampoline = _trampoline_pid(run.proc.pid)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    cleanup = wait_no_active_jobs(nomad_client, FLOW, run_id, [job["ID"]], timeout=20)
+    _report("sigkill runtime", before, cleanup)
+    assert before == 1
+    _assert_cleaned(cleanup, jobs_within=5)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{trampoline}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{trampoline}"), "the trampoline outlived the runtime"
 
 
 def _trampoline_pid(runtime_pid: int) -> int:
