@@ -136,6 +136,11 @@ def test_list_options(world):
     # foreign jobs: the prefix alone matches them.
     by_prefix = world["client"].list_jobs(prefix=run_job_prefix(FLOW, tester_run))
     assert foreign_ids < {j["ID"] for j in by_prefix}
+    # Nomad 1.6 evaluates `filter` on the stubs' Meta (with meta=true), server-side.
+    filtered = world["client"].list_jobs(
+        prefix=run_job_prefix(FLOW, tester_run), filter_expr='Meta["metaflow.user"] == "mallory"'
+    )
+    assert [j["ID"] for j in filtered] == [world["foreign"]["other_user"][0]]
 
     assert _listed(_cli(world, "list")) == {alice_job}  # the latest run
     assert _listed(_cli(world, "list", "--run-id", tester_run)) == {tester_job}

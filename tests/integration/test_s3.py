@@ -1,13 +1,12 @@
 """Issue 4 item 8: steps on the S3 datastore (moto), credentials kept out of the jobspec.
 
-METAFLOW_DEFAULT_DATASTORE=s3 is the environment form of ``--datastore=s3`` (the
-conftest runner puts arguments after ``run``).  The launcher has the AWS
-credentials in its environment; the task gets them from
+The launcher has the AWS credentials in its environment; the task gets them from
 a Nomad Variable through a ``template`` block (tests/s3_templates), so the job
 that Nomad stores names the variable but never holds the secret.
 """
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -52,14 +51,16 @@ def test_user_guide_flow_runs_on_s3_without_secrets_in_the_jobspec(
     assert s3_server.secret_key.encode() not in _agent_environ(nomad_agent)
     env = {
         **s3_server.metaflow_env("guide"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",  # so that only the flag selects S3
         "METAFLOW_NOMAD_TEMPLATES_DIR": str(S3_TEMPLATES),
     }
-    result = run_flow("nomad_flow.py", env=env)
+    result = run_flow("nomad_flow.py", "run", env=env, command="--datastore=s3")
     assert result.returncode == 0, result.output
+    run_id = re.search(r"Workflow starting \(run-id (\d+)\)", result.output).group(1)
     assert "This step is running on Nomad!" in result.output  # tailed from S3
     assert USER_GUIDE_RESULT in result.output
 
-    [stub] = find_jobs(nomad_client, "NomadFlow", result.run_id, include_dead=True)
+    [stub] = find_jobs(nomad_client, "NomadFlow", run_id, include_dead=True)
     job = nomad_client.job(stub["ID"])
     stored = json.dumps(job)
     task = job["TaskGroups"][0]["Tasks"][0]
@@ -78,11 +79,11 @@ def test_user_guide_flow_runs_on_s3_without_secrets_in_the_jobspec(
     keys = [
         o["Key"]
         for o in s3_server.client()
-        .list_objects_v2(Bucket=BUCKET, Prefix=f"guide/NomadFlow/{result.run_id}/")
+        .list_objects_v2(Bucket=BUCKET, Prefix=f"guide/NomadFlow/{run_id}/")
         .get("Contents", [])
     ]
     nomad_logs = [k for k in keys if "/compute_on_nomad/" in k and "task_stdout" in k]
-    print(f"objects of run {result.run_id} in s3://{BUCKET}/guide: {len(keys)}; {nomad_logs}")
+    print(f"objects of run {run_id} in s3://{BUCKET}/guide: {len(keys)}; {nomad_logs}")
     assert nomad_logs
 
 
