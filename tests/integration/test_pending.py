@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from metaflow_nomad.jobs import find_jobs
@@ -62,3 +65,27 @@ def test_unsatisfiable_constraint_with_timeout_from_the_environment(run_flow, no
         "task group 'step' cannot be placed: 1 of 1 node(s) were filtered out by constraint "
         "`${attr.kernel.name} = windows`.",
     )
+
+
+def test_job_stopped_while_pending_ends_the_task_without_retry(run_flow, nomad_client):
+    """No pending_timeout here: only the external `nomad job stop` can end the wait."""
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.update(r=run_flow("track_constraint_flow.py", timeout=120))
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 90
+        jobs = []
+        while not jobs:
+            assert time.monotonic() < deadline, "the job was never submitted"
+            time.sleep(0.2)
+            jobs = find_jobs(nomad_client, "TrackConstraintFlow", None, prefix="mf-trackconstr")
+        nomad_client.deregister(jobs[0]["ID"])
+    finally:
+        thread.join(120)
+    run = result["r"]
+    assert run.returncode != 0
+    assert "Task is pending: task group 'step' cannot be placed" in run.output
+    assert "the Nomad job was stopped before it was placed" in run.output
+    assert "This failed task will not be retried." in run.output
