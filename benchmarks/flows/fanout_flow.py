@@ -1,7 +1,8 @@
 """A foreach of ``width`` tasks of ``seconds`` of sleep each.
 
 The benchmark runs it as is (local) and with the marker line below turned into
-``@nomad`` (only the foreach body on Nomad; start, join and end stay local in
+``@nomad(cpu=100, memory=256)`` (so 16 fit on one small node; only the foreach
+body on Nomad; start, join and end stay local in
 both arms, so the ratio measures the fan-out itself).
 """
 
