@@ -6,13 +6,16 @@ that Nomad stores names the variable but never holds the secret.
 """
 
 import json
+import os
 import re
 import subprocess
+import sys
 
 import pytest
 
+from metaflow_nomad.client import ConnectionSettings, NomadClient
 from metaflow_nomad.jobs import find_jobs
-from metaflow_nomad.local_agent import find_nomad_binary
+from metaflow_nomad.local_agent import AgentOptions, LocalAgent, find_nomad_binary
 from tests.s3_fixtures import BUCKET, S3_TEMPLATES, s3_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
@@ -98,3 +101,52 @@ def test_launcher_credentials_do_not_reach_the_task(
     assert "Unable to locate credentials" in result.output
     [stub] = find_jobs(nomad_client, "NomadFlow", result.run_id, include_dead=True)
     assert s3_server.secret_key not in json.dumps(nomad_client.job(stub["ID"]))
+
+
+@pytest.fixture()
+def agent_with_node_credentials(s3_server, tmp_path_factory):  # noqa: F811
+    """An agent on a node that holds an AWS credentials file, like an operator would set up.
+
+    Its environment names the file only: Nomad's default client ``env.denylist``
+    strips AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN from what
+    raw_exec tasks inherit, so the keys themselves could not come that way.
+    """
+    node_dir = tmp_path_factory.mktemp("node")
+    credentials = node_dir / "credentials"
+    credentials.write_text(
+        "[default]\n"
+        f"aws_access_key_id = {s3_server.access_key}\n"
+        f"aws_secret_access_key = {s3_server.secret_key}\n"
+    )
+    credentials.chmod(0o600)
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    node_env = {
+        "PATH": path,
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        "AWS_DEFAULT_REGION": s3_server.region,
+    }
+    agent = LocalAgent(options=AgentOptions(env=node_env))
+    agent.start()
+    yield agent
+    agent.stop()
+
+
+def test_raw_exec_tasks_can_use_a_credentials_file_on_the_node(
+    run_flow,
+    s3_server,  # noqa: F811
+    agent_with_node_credentials,
+):
+    """Node-level delivery (docs/s3.md, 3): the task reads the node's credentials file."""
+    agent = agent_with_node_credentials
+    env = {**s3_server.metaflow_env("node"), "METAFLOW_NOMAD_ADDRESS": agent.address}
+    result = run_flow("nomad_flow.py", env=env)
+    assert result.returncode == 0, result.output
+    assert USER_GUIDE_RESULT in result.output
+    client = NomadClient(ConnectionSettings(address=agent.address))
+    [stub] = find_jobs(client, "NomadFlow", result.run_id, include_dead=True)
+    stored = json.dumps(client.job(stub["ID"]))
+    print(
+        f"node credentials file: job {stub['ID']} read back, secret occurrences: "
+        f"{stored.count(s3_server.secret_key)}"
+    )
+    assert s3_server.secret_key not in stored
