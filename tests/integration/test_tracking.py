@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -210,3 +215,122 @@ def test_drained_node_fails_the_task_and_stops_the_job(run_flow, nomad_client, d
     allocs, _ = nomad_client.job_allocations(job["ID"])
     assert [a["ClientStatus"] for a in allocs] == ["complete"]
     assert allocs[0]["DesiredStatus"] == "stop"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _kill_processes_under(directory) -> None:
+    """Nomad executors outlive a killed client (as on a real dead node); end this
+    test's ones: those running in, or started with a path under, its data dir."""
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = os.readlink(proc_dir / "cwd")
+            cmdline = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(directory) in cwd or str(directory) in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+
+
+@pytest.fixture()
+def doomed_client(nomad_agent, tmp_path):
+    """A second, client-only agent in its own node pool, that the test can kill -9.
+
+    The session agent is server and client in one process, so its node can never
+    miss heartbeats; a separate client can, which is what makes allocations lost.
+    """
+    data_dir = tmp_path / "doomed-client"
+    data_dir.mkdir()
+    http, rpc, serf = _free_port(), _free_port(), _free_port()
+    config = data_dir / "client.hcl"
+    config.write_text(
+        f"""
+name       = "mf-doomed-client"
+datacenter = "dc1"
+data_dir   = "{data_dir / "data"}"
+bind_addr  = "127.0.0.1"
+ports {{
+  http = {http}
+  rpc  = {rpc}
+  serf = {serf}
+}}
+advertise {{
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}}
+client {{
+  enabled   = true
+  servers   = ["127.0.0.1:{nomad_agent.ports["rpc"]}"]
+  node_pool = "doomed"
+}}
+plugin "raw_exec" {{
+  config {{
+    enabled = true
+  }}
+}}
+"""
+    )
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    with open(data_dir / "agent.log", "wb") as log:
+        proc = subprocess.Popen(
+            [nomad_agent.binary, "agent", "-config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+    def ready():
+        nodes = requests.get(f"{nomad_agent.address}/v1/nodes", timeout=10).json()
+        return any(n["Name"] == "mf-doomed-client" and n["Status"] == "ready" for n in nodes)
+
+    try:
+        _wait_for(ready, 60, "the second client to be ready", 0.3)
+        yield lambda: os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        _kill_processes_under(data_dir)
+        with open("/proc/self/mountinfo") as mountinfo:
+            mounts = [line.split()[4] for line in mountinfo]
+        for point in sorted((m for m in mounts if m.startswith(str(data_dir))), reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+def test_lost_allocation_fails_the_task_and_stops_the_job(run_flow, nomad_client, doomed_client):
+    marker = run_flow.workdir / "running.marker"
+    result = {}
+    env = {"METAFLOW_NOMAD_NODE_POOL": "doomed"}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            r=run_flow("track_drain_flow.py", "--marker", str(marker), env=env, timeout=150)
+        )
+    )
+    thread.start()
+    try:
+        _wait_for(marker.exists, 120, "the step to run")
+        killed_at = time.monotonic()
+        doomed_client()
+    finally:
+        thread.join(150)
+    detected_after = time.monotonic() - killed_at
+    run = result["r"]
+    assert run.returncode != 0
+    assert "Task placed on node mf-doomed-client" in run.output
+    assert (
+        "Task ended lost: the allocation is lost (its node mf-doomed-client went away" in run.output
+    )
+    assert "(task lost)." in run.output
+    [job] = find_jobs(nomad_client, "TrackDrainFlow", run.run_id, include_dead=True)
+    job = nomad_client.job(job["ID"])
+    assert job["Stop"] is True
+    allocs, _ = nomad_client.job_allocations(job["ID"])
+    assert [a["ClientStatus"] for a in allocs] == ["lost"]
+    print(f"lost detected {detected_after:.1f}s after the client was killed")
