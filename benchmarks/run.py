@@ -306,7 +306,7 @@ class Suite:
     def memory(self) -> None:
         self.metric(
             "trampoline_peak_rss_mb",
-            [t.peak_rss_mb for t in self.trampolines],
+            [t.peak_rss_mb for t in self.trampolines if t.peak_rss_mb > 0],
             "MB",
             "VmHWM of every trampoline of the step-overhead and fan-out runs",
         )
