@@ -344,8 +344,15 @@ class NomadClient:
             f"job/{_quote(job_id)}/allocations", index, wait_s, {"all": "true", **_ns(namespace)}
         )
 
-    def job_evaluations(self, job_id: str, namespace: str | None = None) -> list[dict]:
-        return self._call("get", f"job/{_quote(job_id)}/evaluations", params=_ns(namespace)).json()
+    def job_evaluations(
+        self,
+        job_id: str,
+        index: int = 0,
+        wait_s: float = BLOCKING_WAIT_S,
+        namespace: str | None = None,
+    ) -> tuple[list[dict], int]:
+        """A job's evaluations, as a blocking query past ``index``."""
+        return self.blocking_get(f"job/{_quote(job_id)}/evaluations", index, wait_s, _ns(namespace))
 
     def allocation(self, alloc_id: str) -> dict:
         return self._call("get", "allocation/" + _quote(alloc_id)).json()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import signal as signals
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -287,11 +286,11 @@ class JobTracker:
         blocking query on the evaluations wakes up for every placement, every
         failed placement and a deregistration.
         """
-        path = f"job/{urllib.parse.quote(self.job_id, safe='')}/evaluations"
-        params = {"namespace": self.namespace} if self.namespace else {}
         index = 0
         while not self._stop.is_set():
-            evaluations, new_index = self.client.blocking_get(path, index, WAIT_S, params)
+            evaluations, new_index = self.client.job_evaluations(
+                self.job_id, index, WAIT_S, namespace=self.namespace
+            )
             index = new_index if new_index >= index else 0
             allocs, alloc_index = self.client.job_allocations(
                 self.job_id, 0, namespace=self.namespace
