@@ -17,6 +17,7 @@ import traceback
 
 from metaflow import util
 from metaflow._vendor import click
+from metaflow.datastore.exceptions import DataException
 from metaflow.exception import METAFLOW_EXIT_DISALLOW_RETRY
 from metaflow.metadata_provider.util import sync_local_metadata_from_datastore
 from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
@@ -207,10 +208,14 @@ def step(
 
     def sync_metadata():
         if ctx.obj.metadata.TYPE == "local" and datastore.TYPE != "local":
-            sync_local_metadata_from_datastore(
-                DATASTORE_LOCAL_DIR,
-                datastore.get_task_datastore(identity.run_id, step_name, identity.task_id),
-            )
+            try:
+                task_ds = datastore.get_task_datastore(identity.run_id, step_name, identity.task_id)
+            except DataException:
+                # The task never finished an attempt (it could not start, or it was
+                # killed): there is no metadata to bring back, and the error would
+                # hide the real one.
+                return
+            sync_local_metadata_from_datastore(DATASTORE_LOCAL_DIR, task_ds)
 
     with JobGuard(client, echo) as guard:
         try:
