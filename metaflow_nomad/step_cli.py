@@ -23,7 +23,7 @@ from metaflow.metadata_provider.util import sync_local_metadata_from_datastore
 from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
 from metaflow.mflog import TASK_LOG_SOURCE
 
-from .errors import NomadException, NomadJobFailed, NomadJobKilled
+from .errors import NomadClientError, NomadException, NomadJobFailed, NomadJobKilled
 
 
 @click.group()
@@ -168,7 +168,10 @@ def step(
 
     client = default_client()
     if retry_count:
-        stop_previous_attempts(client, identity, settings.nomad_namespace, echo)
+        try:
+            stop_previous_attempts(client, identity, settings.nomad_namespace, echo)
+        except NomadClientError as exc:
+            echo(f"Could not check the earlier attempts' jobs: {exc}")
     retry_deco = [d for d in node.decorators if d.name == "retry"]
     if retry_count and retry_deco:
         minutes = int(retry_deco[0].attributes.get("minutes_between_retries", 2))
