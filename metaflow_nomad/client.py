@@ -287,8 +287,18 @@ class NomadClient:
                 raise NomadParseError(str(exc).split(": ", 2)[-1]) from None
             raise
 
-    def register(self, job: dict) -> dict:
-        return self._call("post", "jobs", json={"Job": job}).json()
+    def register(self, job: dict, source: str | None = None) -> dict:
+        """Submit a parsed job; ``source`` (the HCL) is stored with it, so the Nomad
+        UI and ``nomad job inspect`` show exactly what was rendered."""
+        body: dict[str, Any] = {"Job": job}
+        if source is not None:
+            body["Submission"] = {"Source": source, "Format": "hcl2"}
+        return self._call("post", "jobs", json=body).json()
+
+    def job_submission(self, job_id: str, version: int = 0, namespace: str | None = None) -> dict:
+        return self._call(
+            "get", f"job/{_quote(job_id)}/submission", params={"version": version, **_ns(namespace)}
+        ).json()
 
     def deregister(
         self,

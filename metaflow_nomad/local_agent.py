@@ -428,10 +428,29 @@ plugin "raw_exec" {{
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)
             self._old_groups = []
+            self._kill_stray_task_processes()
         self.process = None
         if cleanup:
             self._unmount_data_dir()
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _kill_stray_task_processes(self) -> None:
+        """Executors and raw_exec tasks may leave the agent's process group (setsid);
+        find them by their command line or working directory under our data dir."""
+        root = str(self.data_dir.resolve())
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if root in cmdline or cwd.startswith(root + "/"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
 
     def _unmount_data_dir(self) -> None:
         """Nomad running as root mounts each task's secrets/private tmpfs and alloc

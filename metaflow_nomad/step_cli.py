@@ -9,6 +9,7 @@ never outlives it.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import signal
 import sys
@@ -25,6 +26,9 @@ from metaflow.mflog import TASK_LOG_SOURCE
 
 from .errors import NomadClientError, NomadException, NomadJobFailed, NomadJobKilled
 
+PREVIEW_RUN_ID = "render-preview"
+PREVIEW_TASK_ID = "1"
+
 
 @click.group()
 def cli():
@@ -34,11 +38,6 @@ def cli():
 @cli.group(help="Commands related to Nomad.")
 def nomad():
     pass
-
-
-def _nomad_decorator(flow, step_name):
-    step_func = getattr(flow, step_name)
-    return next(d for d in step_func.decorators if d.name == "nomad")
 
 
 class JobGuard:
@@ -100,23 +99,70 @@ def _signal_when_parent_dies(signum: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum))
 
 
+def step_options(command):
+    """The options of Metaflow's top-level ``step``, shared by ``nomad step`` and
+    ``nomad render`` so that a render can reproduce a submitted job exactly."""
+    options = [
+        click.option("--run-id", help="Passed to the top-level 'step'."),
+        click.option("--task-id", help="Passed to the top-level 'step'."),
+        click.option("--input-paths", help="Passed to the top-level 'step'."),
+        click.option("--split-index", help="Passed to the top-level 'step'."),
+        click.option("--clone-path", help="Passed to the top-level 'step'."),
+        click.option("--clone-run-id", help="Passed to the top-level 'step'."),
+        click.option("--tag", multiple=True, default=None, help="Passed to the top-level 'step'."),
+        click.option("--namespace", default=None, help="Passed to the top-level 'step'."),
+        click.option("--retry-count", default=0, help="Passed to the top-level 'step'."),
+        click.option("--max-user-code-retries", default=0, help="Passed to the top-level 'step'."),
+        click.option("--ubf-context", default=None, help="Passed to the top-level 'step'."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def task_identity(flow_name: str, step_name: str, step_kwargs: dict):
+    from .jobspec import JobIdentity
+
+    return JobIdentity(
+        flow_name=flow_name,
+        run_id=str(step_kwargs["run_id"]),
+        step_name=step_name,
+        task_id=str(step_kwargs["task_id"]),
+        attempt=int(step_kwargs.get("retry_count") or 0),
+        user=util.get_username(),
+    )
+
+
+def prepare_job(
+    ctx, step_name: str, code_package: dict, step_kwargs: dict, client, values=None, settings=None
+):
+    """Render the step's job exactly as ``nomad step`` submits it (nothing is sent)."""
+    from .client import task_tls_material
+    from .config import read_config
+    from .launch import find_nomad_decorator, render_step_job
+
+    settings = settings or find_nomad_decorator(ctx.obj.flow, step_name).settings
+    config = read_config()
+    return settings, render_step_job(
+        ctx.obj,
+        ctx.parent.parent.params,
+        settings,
+        task_identity(ctx.obj.flow.name, step_name, step_kwargs),
+        code_package,
+        step_kwargs,
+        config,
+        tls=task_tls_material(client.settings, config.get("NOMAD_TASK_TLS_DIR"), settings.driver),
+        values=values,
+    )
+
+
 @nomad.command(help="Execute a single task on Nomad. Used internally by Metaflow's runtime.")
 @click.argument("step-name")
 @click.argument("code-package-metadata")
 @click.argument("code-package-sha")
 @click.argument("code-package-url")
 @click.option("--run-time-limit", default=5 * 24 * 60 * 60, type=int)
-@click.option("--run-id", help="Passed to the top-level 'step'.")
-@click.option("--task-id", help="Passed to the top-level 'step'.")
-@click.option("--input-paths", help="Passed to the top-level 'step'.")
-@click.option("--split-index", help="Passed to the top-level 'step'.")
-@click.option("--clone-path", help="Passed to the top-level 'step'.")
-@click.option("--clone-run-id", help="Passed to the top-level 'step'.")
-@click.option("--tag", multiple=True, default=None, help="Passed to the top-level 'step'.")
-@click.option("--namespace", default=None, help="Passed to the top-level 'step'.")
-@click.option("--retry-count", default=0, help="Passed to the top-level 'step'.")
-@click.option("--max-user-code-retries", default=0, help="Passed to the top-level 'step'.")
-@click.option("--ubf-context", default=None, help="Passed to the top-level 'step'.")
+@step_options
 @click.option("--num-parallel", default=None, type=int, help="Not supported with @nomad.")
 @click.pass_context
 def step(
@@ -129,27 +175,13 @@ def step(
     num_parallel,
     **kwargs,
 ):
-    from .client import task_tls_material
-    from .command import (
-        build_task_launch,
-        conda_environment_problem,
-        split_input_paths,
-        task_environment,
-    )
-    from .config import read_config
+    from .command import conda_environment_problem
     from .jobs import default_client, stop_previous_attempts
-    from .jobspec import JobIdentity, parse_jobspec, render_jobspec
+    from .jobspec import parse_jobspec
+    from .launch import find_nomad_decorator
 
-    flow = ctx.obj.flow
-    retry_count = int(kwargs.get("retry_count") or 0)
-    identity = JobIdentity(
-        flow_name=flow.name,
-        run_id=str(kwargs["run_id"]),
-        step_name=step_name,
-        task_id=str(kwargs["task_id"]),
-        attempt=retry_count,
-        user=util.get_username(),
-    )
+    identity = task_identity(ctx.obj.flow.name, step_name, kwargs)
+    retry_count = identity.attempt
     job_label = f"{identity.run_id}/{step_name}/{identity.task_id}"
 
     def echo(msg, stream="stderr", **opts):
@@ -158,13 +190,11 @@ def step(
     def echo_log(line, stream="stderr", **opts):
         ctx.obj.echo_always(util.to_unicode(line), err=stream == "stderr", **opts)
 
-    deco = _nomad_decorator(flow, step_name)
-    settings = deco.settings
+    settings = find_nomad_decorator(ctx.obj.flow, step_name).settings
     node = ctx.obj.graph[step_name]
     problem = conda_environment_problem(step_name, node.decorators, ctx.obj.flow_datastore.TYPE)
     if problem:
         raise NomadException(problem)
-    config = read_config()
 
     client = default_client()
     if retry_count:
@@ -179,20 +209,6 @@ def step(
             echo(f"Sleeping {minutes} minute(s) before attempt {retry_count}.")
             time.sleep(minutes * 60)
 
-    user_env = {"METAFLOW_FLOW_FILENAME": os.path.basename(sys.argv[0])}
-    env_deco = [d for d in node.decorators if d.name == "environment"]
-    if env_deco:
-        user_env.update({k: str(v) for k, v in env_deco[0].attributes["vars"].items()})
-    kwargs["input_paths"], input_env = split_input_paths(kwargs.get("input_paths"))
-    kwargs.pop("ubf_context", None)
-
-    executable = ctx.obj.environment.executable(step_name, config.get("NOMAD_PYTHON"))
-    step_cli = "{entry} {top} step {step} {args}".format(
-        entry=f"{executable} -u {os.path.basename(sys.argv[0])}",
-        top=" ".join(util.dict_to_cli_options(ctx.parent.parent.params)),
-        step=step_name,
-        args=" ".join(util.dict_to_cli_options(kwargs)),
-    )
     datastore = ctx.obj.flow_datastore
     task_ds = datastore.get_task_datastore(
         mode="w",
@@ -224,27 +240,7 @@ def step(
         try:
             if num_parallel:
                 raise NomadException("@parallel is not supported with @nomad yet.")
-            launch = build_task_launch(
-                ctx.obj.environment,
-                identity,
-                step_cli,
-                code_package,
-                datastore.TYPE,
-                datastore.datastore_root,
-                task_environment(
-                    identity, code_package, datastore.TYPE, user_env, input_env, os.environ
-                ),
-            )
-            rendered = render_jobspec(
-                settings,
-                identity,
-                launch,
-                flow_dir=os.path.dirname(os.path.abspath(sys.argv[0])),
-                templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
-                tls=task_tls_material(
-                    client.settings, config.get("NOMAD_TASK_TLS_DIR"), settings.driver
-                ),
-            )
+            settings, rendered = prepare_job(ctx, step_name, code_package, kwargs, client)
             job = parse_jobspec(rendered, client)
             echo(
                 f"Submitting job {rendered.job_id} ({settings.driver}, "
@@ -252,7 +248,7 @@ def step(
             )
             guard.job_id = rendered.job_id
             guard.namespace = job.get("Namespace")
-            client.register(job)
+            client.register(job, source=rendered.hcl)
         except (NomadException, OSError):
             traceback.print_exc(chain=False)
             guard.stop(reason="submission failed")
@@ -277,6 +273,88 @@ def step(
             sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
         finally:
             sync_metadata()
+
+
+@nomad.command(
+    help="Print the jobspec a step would submit (HCL or parsed Job JSON). Submits nothing."
+)
+@click.argument("step-name")
+@click.option("--format", "output_format", type=click.Choice(["hcl", "json"]), default="hcl")
+@click.option("--offline", is_flag=True, default=False, help="No cluster: HCL syntax check only.")
+@click.option("--values", "values_file", default=None, help="A metaflow_nomad.yaml-like file.")
+@click.option("--code-package-url", default=None, hidden=True)
+@click.option("--code-package-sha", default="preview-package", hidden=True)
+@click.option("--code-package-metadata", default=None, hidden=True)
+@step_options
+@click.pass_context
+def render(
+    ctx,
+    step_name,
+    output_format,
+    offline,
+    values_file,
+    code_package_url,
+    code_package_sha,
+    code_package_metadata,
+    **kwargs,
+):
+    """The preview takes the same options as ``nomad step``; without them it uses
+    placeholder ids and package, which is what a human usually wants to see."""
+    from .decorator import resolve_for_step
+    from .jobs import default_client
+    from .jobspec import check_offline, parse_jobspec
+    from .launch import find_nomad_decorator, load_values_file
+
+    obj = ctx.obj
+    if step_name not in obj.graph:
+        raise click.UsageError(
+            f"Step {step_name!r} is not in flow {obj.flow.name}: "
+            + ", ".join(node.name for node in obj.graph)
+        )
+    deco = find_nomad_decorator(obj.flow, step_name)
+    if deco is None:
+        raise click.UsageError(f"Step {step_name!r} has no @nomad. Add it, or pass --with nomad.")
+    values = settings = None
+    if values_file:
+        document = load_values_file(values_file)
+        values = document.pop("values", None) or {}
+        flow_dir = os.path.dirname(os.path.abspath(sys.argv[0]))
+        step_decos = getattr(obj.flow, step_name).decorators
+        settings = resolve_for_step(step_name, step_decos, deco, flow_dir, document)
+    kwargs["run_id"] = kwargs["run_id"] or PREVIEW_RUN_ID
+    kwargs["task_id"] = kwargs["task_id"] or PREVIEW_TASK_ID
+    code_package = {
+        "url": code_package_url
+        or f"{obj.flow_datastore.datastore_root}/{obj.flow.name}/data/pr/preview-package",
+        "sha": code_package_sha,
+        "metadata": code_package_metadata
+        or json.dumps({"version": 0, "archive_format": "tgz", "mfcontent_version": 1}),
+    }
+    client = default_client()
+    _, rendered = prepare_job(ctx, step_name, code_package, kwargs, client, values, settings)
+    if offline:
+        check_offline(rendered.hcl)
+        click.echo(rendered.hcl if output_format == "hcl" else _offline_json(rendered.hcl))
+        click.echo(
+            "# offline: HCL syntax checked with python-hcl2 only; the cluster's parser "
+            "was not consulted.",
+            err=True,
+        )
+        return
+    job = parse_jobspec(rendered, client)
+    click.echo(
+        rendered.hcl if output_format == "hcl" else json.dumps(job, indent=2, sort_keys=True)
+    )
+    click.echo(
+        f"# parsed by the cluster's /v1/jobs/parse; job {rendered.job_id} was NOT submitted.",
+        err=True,
+    )
+
+
+def _offline_json(hcl: str) -> str:
+    import hcl2
+
+    return json.dumps(hcl2.loads(hcl), indent=2, sort_keys=True)
 
 
 def _follow_job(

@@ -16,6 +16,18 @@ from metaflow_nomad.local_agent import AgentOptions, LocalAgent
 
 REPO = Path(__file__).resolve().parent.parent
 FLOWS = Path(__file__).resolve().parent / "flows"
+EXAMPLES = REPO / "examples"
+
+
+def flow_source(flow_file: str) -> Path:
+    """A test flow from tests/flows, or one of the examples (the user guide's flow)."""
+    candidate = FLOWS / flow_file
+    return candidate if candidate.exists() else EXAMPLES / flow_file
+
+
+def clean_environ() -> dict:
+    """This process's env without the developer's own Nomad settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "METAFLOW_NOMAD_"))}
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +51,7 @@ class FlowResult:
     returncode: int
     output: str
     run_id: str | None
+    env: dict
 
 
 @pytest.fixture()
@@ -51,24 +64,23 @@ def run_flow(nomad_agent, tmp_path):
         env: dict | None = None,
         timeout: float = 300,
         command: str = "run",
+        top_args: tuple = (),
     ) -> FlowResult:
-        shutil.copy(FLOWS / flow_file, tmp_path / flow_file)
-        full_env = dict(os.environ)
-        full_env.update(
-            {
-                "USER": "tester",
-                "METAFLOW_NOMAD_ADDRESS": nomad_agent.address,
-                "METAFLOW_NOMAD_DRIVER": "raw_exec",
-                "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
-                "METAFLOW_HOME": str(tmp_path / "mfhome"),
-                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-            }
-        )
-        full_env.update(env or {})
+        shutil.copy(flow_source(flow_file), tmp_path / flow_file)
+        overrides = {
+            "USER": "tester",
+            "METAFLOW_NOMAD_ADDRESS": nomad_agent.address,
+            "METAFLOW_NOMAD_DRIVER": "raw_exec",
+            "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
+            "METAFLOW_HOME": str(tmp_path / "mfhome"),
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        }
+        overrides.update(env or {})
+        full_env = {**clean_environ(), **overrides}
         run_id_file = tmp_path / "run_id"
         extra = ["--run-id-file", str(run_id_file)] if command == "run" else []
         proc = subprocess.run(
-            [sys.executable, flow_file, "--no-pylint", command, *extra, *args],
+            [sys.executable, flow_file, "--no-pylint", *top_args, command, *extra, *args],
             cwd=tmp_path,
             env=full_env,
             stdout=subprocess.PIPE,
@@ -77,7 +89,7 @@ def run_flow(nomad_agent, tmp_path):
             timeout=timeout,
         )
         run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
-        return FlowResult(proc.returncode, proc.stdout, run_id)
+        return FlowResult(proc.returncode, proc.stdout, run_id, overrides)
 
     run.workdir = tmp_path
     return run

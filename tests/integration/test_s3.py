@@ -7,7 +7,6 @@ that Nomad stores names the variable but never holds the secret.
 
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -57,9 +56,9 @@ def test_user_guide_flow_runs_on_s3_without_secrets_in_the_jobspec(
         "METAFLOW_DEFAULT_DATASTORE": "local",  # so that only the flag selects S3
         "METAFLOW_NOMAD_TEMPLATES_DIR": str(S3_TEMPLATES),
     }
-    result = run_flow("nomad_flow.py", "run", env=env, command="--datastore=s3")
+    result = run_flow("nomad_flow.py", env=env, top_args=("--datastore=s3",))
     assert result.returncode == 0, result.output
-    run_id = re.search(r"Workflow starting \(run-id (\d+)\)", result.output).group(1)
+    run_id = result.run_id
     assert "This step is running on Nomad!" in result.output  # tailed from S3
     assert USER_GUIDE_RESULT in result.output
 

@@ -5,6 +5,7 @@ interpolation."""
 import base64
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from metaflow_nomad.jobspec import (
 )
 from metaflow_nomad.settings import StepSettings, resolve_step_settings
 from metaflow_nomad.templates import load_template, render_template
+from tests.conftest import clean_environ, flow_source
 
 pytestmark = pytest.mark.integration
 IDENTITY = JobIdentity("TemplateFlow", "42", "train", "7", 0, "tester")
@@ -264,7 +266,7 @@ if __name__ == "__main__":
 
 def render_cli(nomad_agent, cwd, *args, env=None):
     full_env = dict(
-        os.environ,
+        clean_environ(),
         USER="tester",
         METAFLOW_NOMAD_ADDRESS=nomad_agent.address,
         METAFLOW_NOMAD_SHARED_FILESYSTEM="1",
@@ -282,9 +284,7 @@ def render_cli(nomad_agent, cwd, *args, env=None):
 
 
 def test_render_user_guide_example_json_via_agent(nomad_agent, nomad_client, tmp_path):
-    from tests.conftest import FLOWS
-
-    (tmp_path / "nomad_flow.py").write_text((FLOWS / "nomad_flow.py").read_text())
+    (tmp_path / "nomad_flow.py").write_text(flow_source("nomad_flow.py").read_text())
     before = len(nomad_client.list_jobs())
     result = render_cli(
         nomad_agent, tmp_path, "nomad_flow.py", "--step", "compute_on_nomad", "--format", "json"
@@ -341,3 +341,45 @@ def test_render_exits_nonzero_on_errors(nomad_agent, tmp_path):
     )
     assert result.returncode != 0
     assert "setting 'memory' = -1 (from @nomad)" in result.stdout + result.stderr
+
+
+def test_render_reproduces_the_submitted_jobspec_exactly(run_flow, nomad_client):
+    """`nomad render` with the trampoline's own inputs prints the HCL Nomad stored."""
+    result = run_flow("nomad_flow.py")
+    assert result.returncode == 0, result.output
+    job_id = next(
+        j["ID"]
+        for j in nomad_client.list_jobs(prefix="mf-nomadflow-")
+        if j["Meta"]["metaflow.run_id"] == result.run_id
+    )
+    submitted = nomad_client.job_submission(job_id)["Source"]
+    env = nomad_client.job(job_id)["TaskGroups"][0]["Tasks"][0]["Env"]
+    script = base64.b64decode(env[COMMAND_ENV]).decode()
+    match = re.search(r"-u (\S+) (.*?) step (\S+) (.*?)\) 1>>", script)
+    flow_file, top, step_name, step_args = match.groups()
+    step_args = step_args.replace("${METAFLOW_INPUT_PATHS_0}", env["METAFLOW_INPUT_PATHS_0"])
+    render_env = {**clean_environ(), **result.env}
+    rendered = subprocess.run(
+        [
+            sys.executable,
+            flow_file,
+            *shlex.split(top),
+            "nomad",
+            "render",
+            step_name,
+            *shlex.split(step_args),
+            "--code-package-url",
+            env["METAFLOW_CODE_URL"],
+            "--code-package-sha",
+            env["METAFLOW_CODE_SHA"],
+            "--code-package-metadata",
+            env["METAFLOW_CODE_METADATA"],
+        ],
+        cwd=run_flow.workdir,
+        env=render_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout == submitted + "\n"

@@ -199,7 +199,8 @@ TEMPLATE_CASES = [
     ),
     (
         "block.nomad.hcl.j2",
-        '{# metaflow-nomad-template-api: v1 #}\n{% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}\n'
+        "{# metaflow-nomad-template-api: v1 #}\n"
+        '{% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}\n'
         "{% block taskextra %}{% endblock %}\n",
         "{dir}/block.nomad.hcl.j2:3: block 'taskextra' does not exist in "
         "'metaflow_nomad/v1/plain.nomad.hcl.j2', so it would be ignored. Blocks you can replace: "
