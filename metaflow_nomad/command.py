@@ -20,13 +20,13 @@ from metaflow.mflog import (
     export_mflog_env_vars,
 )
 
+from .config import WORKLOAD_ENV
 from .jobspec import JobIdentity, TaskLaunch
 
 LOGS_DIR = "$PWD/.logs"
 STDOUT_PATH = LOGS_DIR + "/mflog_stdout"
 STDERR_PATH = LOGS_DIR + "/mflog_stderr"
 INPUT_PATHS_CHUNK = 30 * 1024
-WORKLOAD_ENV = "METAFLOW_NOMAD_WORKLOAD"
 
 # Metaflow settings a remote task needs to find the datastore and services.  They
 # are forwarded only when set in the launcher.  Credentials are never in this list.
@@ -48,26 +48,6 @@ _FORWARDED_CONFIG = (
     "OTEL_SERVICE_NAME",
     "SKIP_INSTALL_DEPENDENCIES",
 )
-
-
-def conda_environment_problem(step_name: str, decos, datastore_type: str) -> str | None:
-    """Why a @pypi/@conda step cannot run on Nomad with this datastore, or None.
-
-    Metaflow solves the environment on the launcher, caches its packages in the
-    datastore and has each task fetch them with micromamba.  With the local
-    datastore nothing is cached, so the task would fail late and obscurely.
-    """
-    envs = [d for d in decos if d.name in ("conda", "pypi") and not d.attributes.get("disabled")]
-    if not envs or datastore_type != "local":
-        return None
-    return (
-        f"Step '{step_name}': @{envs[0].name} with @nomad needs a remote datastore "
-        "(--datastore=s3; S3-compatible endpoints work through METAFLOW_S3_ENDPOINT_URL). "
-        "Metaflow caches the solved packages there and each Nomad task downloads them. "
-        "The launcher also needs micromamba (on PATH, or reachable at micro.mamba.pm) and "
-        "access to the package channels; the task's image or client node needs bash, "
-        "Python with boto3, and micromamba on PATH or HTTPS access to micro.mamba.pm."
-    )
 
 
 def split_input_paths(input_paths: str | None) -> tuple[str | None, dict[str, str]]:
@@ -139,11 +119,12 @@ def build_task_launch(
         stderr_path=STDERR_PATH,
     )
     if datastore_type == "local":
-        init_cmds = _shared_filesystem_package_commands(code_package)
+        fetch_cmds = _shared_filesystem_package_commands(code_package)
     else:
-        init_cmds = environment.get_package_commands(
+        fetch_cmds = environment.get_package_commands(
             code_package["url"], datastore_type, code_package["metadata"]
         )
+    init_cmds = _cached_package_commands(fetch_cmds, code_package)
     step_expr = _unquote_once(
         bash_capture_logs(
             " && ".join(
@@ -151,7 +132,7 @@ def build_task_launch(
             )
         )
     )
-    init_expr = _unquote_once(f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}")
+    init_expr = f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}"
     script = (
         'stop=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'
         '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
@@ -193,8 +174,7 @@ def _forward_stop_signals(step_expr: str) -> str:
     )
 
 
-def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list[str]:
-    """Local datastore on a shared filesystem: extract the package in place, no download."""
+def _post_extract_exports(code_package: Mapping[str, str]) -> list[str]:
     from metaflow.package import MetaflowPackage
 
     exports = []
@@ -205,9 +185,54 @@ def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list
             exports.append(f"export {key[:-1]}={value}")
         else:
             exports.append(f"export {key}={value}:$(printenv {key})")
+    return exports
+
+
+def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, str]) -> list[str]:
+    """Fetch and unpack the code package once per node, with compiled bytecode.
+
+    Every task otherwise downloads and unpacks its own copy and each of its Python
+    processes (the step, the log sidecar, the mflog tees, save_logs) compiles
+    Metaflow from source again: most of a short task's time.  ``fetch_cmds`` (which
+    leave the package in ``./metaflow``) run in a temporary directory next to the
+    cache entry, which is then renamed into place atomically, so concurrent tasks
+    on a node never see a half-made entry; each task gets its own copy (``cp -a``
+    keeps the timestamps the bytecode was compiled against), so a step that writes
+    into its package cannot change another task's.  The cache directory is
+    ``$METAFLOW_NOMAD_PACKAGE_CACHE`` (default ``$TMPDIR`` or ``/tmp``).
+    """
+    fetch = _unquote_once(
+        " && ".join(c for c in fetch_cmds if c not in ("mflog 'Task is starting.'", "flush_mflogs"))
+    )
+    entry = (
+        '"${METAFLOW_NOMAD_PACKAGE_CACHE:-${TMPDIR:-/tmp}/metaflow-nomad-packages}"/'
+        + shlex.quote(code_package["sha"])
+    )
     return [
-        BASH_MFLOG,
-        BASH_FLUSH_LOGS,
+        _unquote_once(BASH_MFLOG),
+        _unquote_once(BASH_FLUSH_LOGS),
+        f"pkg={entry}",
+        'if [ ! -d "$pkg" ]; then mkdir -p "$(dirname "$pkg")" && '
+        'tmp=$(mktemp -d "$pkg.tmp.XXXXXX") && '
+        f'{{ (cd "$tmp" && {fetch}) && rm -f "$tmp/metaflow/job.tar" && '
+        '{ python -m compileall -q -j 0 "$tmp/metaflow" >/dev/null 2>&1; '
+        'mv -T "$tmp/metaflow" "$pkg" 2>/dev/null; }; rm -rf "$tmp"; }; fi',
+        # As with Metaflow's own bootstrap, a package that cannot be fetched ends
+        # the task at once (saving logs would need the same unreachable datastore).
+        '{ [ -d "$pkg" ] || exit 1; }',
+        'cp -a "$pkg" metaflow',
+        "cd metaflow",
+        *_post_extract_exports(code_package),
+        "mflog 'Task is starting.'",
+        "flush_mflogs",
+    ]
+
+
+def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list[str]:
+    """Local datastore on a shared filesystem: extract the package from its path."""
+    from metaflow.package import MetaflowPackage
+
+    return [
         "mflog 'Setting up task environment.'",
         "mkdir metaflow",
         "cd metaflow",
@@ -215,7 +240,4 @@ def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list
         *MetaflowPackage.get_extract_commands(
             code_package["metadata"], shlex.quote(code_package["url"]), dest_dir="."
         ),
-        *exports,
-        "mflog 'Task is starting.'",
-        "flush_mflogs",
     ]

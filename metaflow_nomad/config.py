@@ -44,6 +44,9 @@ CONFIG_NAMES: dict[str, str | None] = {
     "NOMAD_PYTHON": None,
 }
 
+# Set in every task's environment: "this process runs inside a Nomad task".
+WORKLOAD_ENV = "METAFLOW_NOMAD_WORKLOAD"
+
 # Settings that hold secrets: never printed, rendered or recorded.
 SECRET_NAMES = frozenset({"NOMAD_TOKEN"})
 

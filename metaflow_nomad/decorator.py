@@ -17,8 +17,7 @@ from metaflow.metadata_provider.util import sync_local_metadata_to_datastore
 from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
 from metaflow.sidecar import Sidecar
 
-from .command import WORKLOAD_ENV
-from .config import is_truthy, read_config, read_standard_env
+from .config import WORKLOAD_ENV, is_truthy, read_config, read_standard_env
 from .errors import NomadException
 from .settings import (
     DECORATOR_ATTRIBUTES,
@@ -53,6 +52,26 @@ def load_project_file(flow_dir: str) -> dict:
         if (directory / ".git").exists():
             break
     return {}
+
+
+def conda_environment_problem(step_name: str, decos, datastore_type: str) -> str | None:
+    """Why a @pypi/@conda step cannot run on Nomad with this datastore, or None.
+
+    Metaflow solves the environment on the launcher, caches its packages in the
+    datastore and has each task fetch them with micromamba.  With the local
+    datastore nothing is cached, so the task would fail late and obscurely.
+    """
+    envs = [d for d in decos if d.name in ("conda", "pypi") and not d.attributes.get("disabled")]
+    if not envs or datastore_type != "local":
+        return None
+    return (
+        f"Step '{step_name}': @{envs[0].name} with @nomad needs a remote datastore "
+        "(--datastore=s3; S3-compatible endpoints work through METAFLOW_S3_ENDPOINT_URL). "
+        "Metaflow caches the solved packages there and each Nomad task downloads them. "
+        "The launcher also needs micromamba (on PATH, or reachable at micro.mamba.pm) and "
+        "access to the package channels; the task's image or client node needs bash, "
+        "Python with boto3, and micromamba on PATH or HTTPS access to micro.mamba.pm."
+    )
 
 
 def resolve_for_step(
@@ -125,6 +144,11 @@ class NomadDecorator(StepDecorator):
         # not break those, so the error is kept and raised when a task is launched
         # (runtime_init, before anything is submitted) or by the trampoline.
         self._init_error = None
+        problem = conda_environment_problem(step, decos, flow_datastore.TYPE)
+        if problem:
+            # Not deferred: Metaflow solves @pypi/@conda environments while it builds
+            # the code package, after step_init but before runtime_init.
+            raise NomadException(problem)
         try:
             self._check_step(step, decos, flow_datastore)
             from metaflow.plugins.timeout_decorator import get_run_time_limit_for_task
@@ -143,7 +167,16 @@ class NomadDecorator(StepDecorator):
 
     @staticmethod
     def _check_step(step, decos, flow_datastore) -> None:
+        from .settings import SECRET_ENV_HINT, SECRET_ENV_KEYS
+
         for deco in decos:
+            if deco.name == "environment":
+                for key in sorted(SECRET_ENV_KEYS & set(deco.attributes.get("vars") or {})):
+                    raise NomadException(
+                        f"Step '{step}': @environment sets {key}, but with @nomad there must be "
+                        + SECRET_ENV_HINT.format(key=key)
+                        + "."
+                    )
             if deco.name in CONFLICTING_DECORATORS:
                 raise NomadException(
                     f"Step '{step}': @nomad cannot be combined with @{deco.name}. "

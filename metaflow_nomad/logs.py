@@ -9,6 +9,7 @@ Nomad's own alloc logs are a fallback shown when a task fails.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 
@@ -54,3 +55,34 @@ def raw_log_tail(client, alloc_id: str, task_name: str, tail_bytes: int = 4096) 
         if text.strip():
             parts.append(f"--- last {tail_bytes} bytes of {stream} (nomad alloc logs) ---\n{text}")
     return "\n".join(parts)
+
+
+def stream_logs(stdout_tail, stderr_tail, echo, finished, deadline: float) -> None:
+    """Echo new task log lines until the task ends (or ``deadline``), then drain once.
+
+    Metaflow's ``tail_logs`` sleeps between polls and cannot be woken; waiting on
+    the tracker's ``finished`` event instead ends the stream as soon as the task
+    does, which is most of what a short step's launcher waits for.
+    """
+    from metaflow.mflog import refine, update_delay
+
+    started = time.monotonic()
+    while True:
+        delay = min(update_delay(time.monotonic() - started), 5.0)
+        done = finished.wait(delay)
+        for tail, stream in ((stdout_tail, "stdout"), (stderr_tail, "stderr")):
+            _echo_new_lines(tail, stream, echo, refine)
+        if done or time.monotonic() > deadline:
+            return
+
+
+def _echo_new_lines(tail, stream: str, echo, refine) -> None:
+    try:
+        for line in tail:
+            echo(
+                refine(line, prefix=b"").strip().decode("utf-8", errors="replace"),
+                stream,
+                no_bold=True,
+            )
+    except Exception as exc:  # any datastore client error; reported, and tailing goes on
+        echo(f"[ temporary error in fetching logs: {exc} ]", "stderr")

@@ -106,6 +106,16 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "meta": {},
 }
 
+# Values under these names are credentials; in a jobspec they would be stored in
+# plain text, so they must come from the cluster (Variables, Vault, node files).
+SECRET_ENV_KEYS = frozenset(
+    {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "NOMAD_TOKEN", "METAFLOW_NOMAD_TOKEN"}
+)
+SECRET_ENV_HINT = (
+    "no credentials: {key} would be stored in the jobspec in plain text; deliver it "
+    "with a Nomad Variable or Vault template block (see docs/s3.md)"
+)
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VENDOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -222,7 +232,7 @@ def resolve_step_settings(
         priority=None
         if raw["priority"] is None
         else v.integer("priority", raw["priority"], minimum=1, maximum=100),
-        env=v.string_map("env", raw["env"], key_re=_ENV_KEY_RE),
+        env=v.env(raw["env"]),
         meta=v.string_map("meta", raw["meta"], key_re=None),
         template=None
         if raw["template"] is None
@@ -390,6 +400,12 @@ class _Validator:
                 self.fail("constraints", item, accepted + " ('attribute' is required)")
             result.append(constraint)
         return tuple(result)
+
+    def env(self, value):
+        env = self.string_map("env", value, key_re=_ENV_KEY_RE)
+        for key in sorted(SECRET_ENV_KEYS & set(env)):
+            self.fail("env", {key: "<hidden>"}, SECRET_ENV_HINT.format(key=key))
+        return env
 
     def string_map(self, setting, value, key_re):
         value = _parse_structured(value)

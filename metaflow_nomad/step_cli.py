@@ -175,7 +175,6 @@ def step(
     num_parallel,
     **kwargs,
 ):
-    from .command import conda_environment_problem
     from .jobs import default_client, stop_previous_attempts
     from .jobspec import parse_jobspec
     from .launch import find_nomad_decorator
@@ -192,9 +191,6 @@ def step(
 
     settings = find_nomad_decorator(ctx.obj.flow, step_name).settings
     node = ctx.obj.graph[step_name]
-    problem = conda_environment_problem(step_name, node.decorators, ctx.obj.flow_datastore.TYPE)
-    if problem:
-        raise NomadException(problem)
 
     client = default_client()
     if retry_count:
@@ -375,10 +371,8 @@ def _follow_job(
     only the backstop for a task that cannot stop itself, so it counts from the
     moment the task runs and allows some grace for the task's own timeout to fire.
     """
-    from metaflow.mflog import tail_logs
-
     from .jobspec import TASK_NAME
-    from .logs import get_tailer, raw_log_tail
+    from .logs import get_tailer, raw_log_tail, stream_logs
     from .tracking import JobTracker
 
     placement = f"datacenters={list(settings.datacenters)}"
@@ -405,24 +399,12 @@ def _follow_job(
     _register_node_name(rendered, tracker.state.alloc)
     grace = min(60.0, 5 + run_time_limit * 0.1)
     deadline = time.monotonic() + run_time_limit + grace
-    final_pass = []
-
-    def has_log_updates():
-        if time.monotonic() > deadline:
-            return False
-        if not tracker.state.finished.is_set():
-            return True
-        if not final_pass:
-            final_pass.append(True)
-            return True
-        return False
-
-    tail_logs(
-        prefix=b"",
-        stdout_tail=get_tailer(stdout_location, datastore_type),
-        stderr_tail=get_tailer(stderr_location, datastore_type),
-        echo=echo_log,
-        has_log_updates=has_log_updates,
+    stream_logs(
+        get_tailer(stdout_location, datastore_type),
+        get_tailer(stderr_location, datastore_type),
+        echo_log,
+        tracker.state.finished,
+        deadline,
     )
     if not tracker.state.finished.is_set():
         guard.stop(reason="run time limit")

@@ -164,6 +164,19 @@ def test_bad_with_string(spec, setting, value, accepted):
     assert str(info.value) == message(setting, value, accepted)
 
 
+@pytest.mark.parametrize("key", ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "NOMAD_TOKEN"])
+def test_credentials_in_env_are_refused_without_showing_them(key):
+    with pytest.raises(NomadSettingsError) as info:
+        resolve(nomad_attributes={"env": {key: "s3cr3t-value"}})
+    assert str(info.value) == message(
+        "env",
+        {key: "<hidden>"},
+        f"no credentials: {key} would be stored in the jobspec in plain text; deliver it "
+        "with a Nomad Variable or Vault template block (see docs/s3.md)",
+    )
+    assert "s3cr3t-value" not in str(info.value)
+
+
 def test_unknown_decorator_attribute_is_refused_by_metaflow():
     with pytest.raises(InvalidDecoratorAttribute) as info:
         NomadDecorator(attributes={"cpus": 2})
