@@ -212,7 +212,8 @@ def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, s
         _unquote_once(BASH_MFLOG),
         _unquote_once(BASH_FLUSH_LOGS),
         f"pkg={entry}",
-        'if [ ! -d "$pkg" ]; then mkdir -p "$(dirname "$pkg")" && '
+        # Owner-only: on a shared node, one user's code must not be readable by another.
+        'if [ ! -d "$pkg" ]; then (umask 077 && mkdir -p "$(dirname "$pkg")") && '
         'tmp=$(mktemp -d "$pkg.tmp.XXXXXX") && '
         f'{{ (cd "$tmp" && {fetch}) && rm -f "$tmp/metaflow/job.tar" && '
         '{ python -m compileall -q -j 0 "$tmp/metaflow" >/dev/null 2>&1; '

@@ -65,8 +65,10 @@ def run_flow(nomad_agent, tmp_path):
         timeout: float = 300,
         command: str = "run",
         top_args: tuple = (),
+        copy: bool = True,
     ) -> FlowResult:
-        shutil.copy(flow_source(flow_file), tmp_path / flow_file)
+        if copy:
+            shutil.copy(flow_source(flow_file), tmp_path / flow_file)
         overrides = {
             "USER": "tester",
             "METAFLOW_NOMAD_ADDRESS": nomad_agent.address,

@@ -15,6 +15,7 @@ import pytest
 from metaflow_nomad.client import ConnectionSettings, NomadClient
 from metaflow_nomad.jobs import find_jobs
 from metaflow_nomad.local_agent import AgentOptions, LocalAgent, find_nomad_binary
+from tests.conftest import flow_source
 from tests.s3_fixtures import BUCKET, S3_TEMPLATES, s3_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
@@ -95,7 +96,12 @@ def test_launcher_credentials_do_not_reach_the_task(
     s3_server,  # noqa: F811
 ):
     """Without the Variables template the task has no credentials: none leak from the launcher."""
-    result = run_flow("nomad_flow.py", env=s3_server.metaflow_env("leak"))
+    # A code package of its own: the node caches packages by content, and a cached
+    # one would let the task start and fail only later, in Metaflow's S3 retries.
+    (run_flow.workdir / "nomad_flow.py").write_text(
+        flow_source("nomad_flow.py").read_text() + f"# {run_flow.workdir}\n"
+    )
+    result = run_flow("nomad_flow.py", env=s3_server.metaflow_env("leak"), copy=False)
     assert result.returncode != 0
     assert "Unable to locate credentials" in result.output
     [stub] = find_jobs(nomad_client, "NomadFlow", result.run_id, include_dead=True)
