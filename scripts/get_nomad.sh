@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Print the path of a usable Nomad binary, building it if needed.
 #
-# Order: $NOMAD_BIN, then `nomad` on PATH (if at least $NOMAD_MIN_VERSION), then the
+#   scripts/get_nomad.sh                  the nomad agent/CLI
+#   scripts/get_nomad.sh example-device   Nomad's example device plugin (fake "nomad/file/mock"
+#                                         devices), for the device-scheduling tests
+#
+# Agent order: $NOMAD_BIN, then `nomad` on PATH (if at least $NOMAD_MIN_VERSION), then the
 # cached build under $METAFLOW_NOMAD_CACHE (default ~/.cache/metaflow-nomad), then a
 # fresh build of the pinned release from the Go module proxy.
 #
@@ -12,12 +16,12 @@
 # of the `./api` replace directive.
 set -euo pipefail
 
+TARGET="${1:-nomad}"
 NOMAD_VERSION="${NOMAD_VERSION:-1.6.1}"
 NOMAD_COMMIT="515895c7690cdc72278018dc5dc58aca41204ccc"
 NOMAD_API_PSEUDO="v0.0.0-20230721134942-515895c7690c"
 NOMAD_MIN_VERSION="${NOMAD_MIN_VERSION:-1.6.0}"
 CACHE="${METAFLOW_NOMAD_CACHE:-$HOME/.cache/metaflow-nomad}"
-OUT="$CACHE/nomad-$NOMAD_VERSION/nomad"
 
 log() { printf '[get_nomad] %s\n' "$*" >&2; }
 
@@ -29,14 +33,29 @@ version_ok() {
   [ "$(printf '%s\n%s\n' "$NOMAD_MIN_VERSION" "$v" | sort -V | head -1)" = "$NOMAD_MIN_VERSION" ]
 }
 
-if [ -n "${NOMAD_BIN:-}" ]; then
-  if version_ok "$NOMAD_BIN"; then echo "$NOMAD_BIN"; exit 0; fi
-  log "NOMAD_BIN=$NOMAD_BIN is not a Nomad >= $NOMAD_MIN_VERSION; ignoring it"
-fi
-if command -v nomad >/dev/null 2>&1 && version_ok "$(command -v nomad)"; then
-  command -v nomad; exit 0
-fi
-if [ -x "$OUT" ] && version_ok "$OUT"; then echo "$OUT"; exit 0; fi
+case "$TARGET" in
+  nomad)
+    OUT="$CACHE/nomad-$NOMAD_VERSION/nomad"
+    PACKAGE="."
+    if [ -n "${NOMAD_BIN:-}" ]; then
+      if version_ok "$NOMAD_BIN"; then echo "$NOMAD_BIN"; exit 0; fi
+      log "NOMAD_BIN=$NOMAD_BIN is not a Nomad >= $NOMAD_MIN_VERSION; ignoring it"
+    fi
+    if command -v nomad >/dev/null 2>&1 && version_ok "$(command -v nomad)"; then
+      command -v nomad; exit 0
+    fi
+    if [ -x "$OUT" ] && version_ok "$OUT"; then echo "$OUT"; exit 0; fi
+    ;;
+  example-device)
+    # The plugin directory holds only this plugin: point an agent's plugin_dir at it.
+    OUT="$CACHE/nomad-$NOMAD_VERSION/device-plugins/example-fs-device"
+    PACKAGE="./plugins/device/cmd/example/cmd"
+    if [ -x "$OUT" ]; then echo "$OUT"; exit 0; fi
+    ;;
+  *)
+    log "unknown target '$TARGET' (expected: nomad, example-device)"; exit 2
+    ;;
+esac
 
 if ! command -v go >/dev/null 2>&1; then
   log "Go is not installed, and no Nomad binary was found."
@@ -45,9 +64,9 @@ if ! command -v go >/dev/null 2>&1; then
   exit 3
 fi
 
-log "building Nomad v$NOMAD_VERSION from the Go module proxy (one-time, cached in $CACHE)"
+log "building $TARGET from Nomad v$NOMAD_VERSION via the Go module proxy (one-time, cached in $CACHE)"
 start=$(date +%s)
-work="$CACHE/build-$NOMAD_VERSION"
+work="$CACHE/build-$NOMAD_VERSION-$TARGET"
 rm -rf "$work"
 mkdir -p "$work"
 src=$(cd "$work" && go mod download -json "github.com/hashicorp/nomad@v$NOMAD_VERSION" \
@@ -61,9 +80,9 @@ GOFLAGS=-mod=mod go mod download github.com/hashicorp/nomad/api
 # CGO on: runc's nsenter (used by the executor) only builds with cgo, and it brings the exec driver.
 CGO_ENABLED=1 GOFLAGS=-mod=mod go build -trimpath \
   -ldflags "-s -w -checklinkname=0 -X github.com/hashicorp/nomad/version.GitCommit=${NOMAD_COMMIT:0:8}" \
-  -o "$work/nomad" .
+  -o "$work/out" "$PACKAGE"
 mkdir -p "$(dirname "$OUT")"
-mv "$work/nomad" "$OUT"
+mv "$work/out" "$OUT"
 cd "$CACHE"
 rm -rf "$work"
 log "built $OUT in $(( $(date +%s) - start ))s"

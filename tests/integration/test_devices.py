@@ -1,0 +1,105 @@
+"""Issue 5 item 7: device scheduling for real, with Nomad's example device plugin.
+
+The plugin (built from Nomad's own source by scripts/get_nomad.sh) exposes files
+in a directory as "nomad/file/mock" devices.  A project override of the GPU
+variant requests that device type; the GPU variant is still what the step's
+`gpu=` setting selects.
+"""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from metaflow_nomad.client import ConnectionSettings, NomadClient
+from metaflow_nomad.jobs import find_jobs
+from metaflow_nomad.local_agent import REPO_ROOT, AgentOptions, LocalAgent
+from tests.secure_agents import agent_path_env, run_flow_on, wait_for
+
+pytestmark = pytest.mark.integration
+TEMPLATES = Path(__file__).resolve().parent.parent / "device_templates"
+
+
+@pytest.fixture(scope="module")
+def device_agent(tmp_path_factory):
+    plugin = (
+        subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "get_nomad.sh"), "example-device"],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=900,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    devices = tmp_path_factory.mktemp("devices")
+    for name in ("card0", "card1"):
+        (devices / name).write_text(name)
+    extra = f"""
+plugin_dir = "{Path(plugin).parent}"
+plugin "example-fs-device" {{
+  config {{
+    dir            = "{devices}"
+    list_period    = "1s"
+    unhealthy_perm = "-rwxrwxrwx"
+  }}
+}}
+"""
+    agent = LocalAgent(options=AgentOptions(env=agent_path_env(), extra_config=extra))
+    agent.start()
+
+    def healthy_devices():
+        node = agent.api("GET", "/v1/node/" + agent.api("GET", "/v1/nodes")[0]["ID"])
+        for group in node["NodeResources"].get("Devices") or []:
+            if (group["Vendor"], group["Type"]) == ("nomad", "file"):
+                return [i["ID"] for i in group["Instances"] if i["Healthy"]]
+        return []
+
+    assert sorted(wait_for(healthy_devices, 60, "the fake devices")) == ["card0", "card1"]
+    yield agent
+    agent.stop()
+
+
+def device_env(**extra):
+    return {
+        "METAFLOW_NOMAD_TEMPLATES_DIR": str(TEMPLATES),
+        "METAFLOW_NOMAD_GPU_VENDOR": "nomad",
+        **extra,
+    }
+
+
+def test_gpu_variant_step_is_placed_with_its_devices(device_agent, tmp_path):
+    flow = run_flow_on(device_agent, tmp_path, "device_flow.py", env=device_env())
+    output = flow.output()
+    assert flow.proc.returncode == 0, output
+    client = NomadClient(ConnectionSettings(address=device_agent.address))
+    [stub] = [
+        j
+        for j in find_jobs(client, "DeviceFlow", flow.run_id, include_dead=True)
+        if j["Meta"]["metaflow.step_name"] == "start"
+    ]
+    assert stub["Meta"]["metaflow.template"] == "gpu.nomad.hcl.j2"
+    allocs, _ = client.job_allocations(stub["ID"])
+    alloc = client.allocation(allocs[0]["ID"])
+    devices = alloc["AllocatedResources"]["Tasks"]["metaflow"]["Devices"]
+    print(f"placed on {allocs[0]['NodeName']} with devices {devices}")
+    assert [(d["Vendor"], d["Type"], d["Name"]) for d in devices] == [("nomad", "file", "mock")]
+    assert sorted(devices[0]["DeviceIDs"]) == ["card0", "card1"]
+    assert f"allocation {allocs[0]['ID']}" in output
+
+
+def test_more_devices_than_exist_is_explained_and_times_out(device_agent, tmp_path):
+    flow = run_flow_on(
+        device_agent,
+        tmp_path,
+        "too_many_devices_flow.py",
+        env=device_env(METAFLOW_NOMAD_PENDING_TIMEOUT="5"),
+        timeout=120,
+    )
+    output = " ".join(flow.output().split())
+    assert flow.proc.returncode != 0
+    print(output[-800:])
+    assert "Task is pending: task group 'step' cannot be placed" in output
+    assert "1 of 1 node(s) lack the requested device" in output
+    assert "pending after 5s (pending_timeout)" in output
