@@ -20,20 +20,11 @@ from metaflow_nomad.jobs import find_jobs
 from metaflow_nomad.logs import raw_log_tail
 from metaflow_nomad.tracking import JobTracker
 from tests.flow_processes import flow_env, start_flow
+from tests.secure_agents import wait_for
 
 pytestmark = pytest.mark.integration
 
 TASK = "metaflow"
-
-
-def _wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _only_alloc(client, job_id: str) -> dict:
@@ -48,7 +39,7 @@ def test_states_are_reported_and_output_streams_while_the_task_runs(
     env = flow_env(nomad_agent.address, tmp_path, {"PYTHONUNBUFFERED": "1"})
     run = start_flow("track_stream_flow.py", tmp_path, env)
     try:
-        _wait_for(lambda: "STREAM-FIRST" in run.output(), 120, "the first line", 0.05)
+        wait_for(lambda: "STREAM-FIRST" in run.output(), 120, "the first line", 0.05)
         # The first line reached the launcher's output while the task still runs.
         seen = run.output()
         assert "STREAM-SECOND" not in seen
@@ -180,7 +171,7 @@ def drained_node(nomad_agent):
 
     yield drain
     requests.post(url, json={"DrainSpec": None, "MarkEligible": True}, timeout=10)
-    _wait_for(
+    wait_for(
         lambda: (
             requests.get(f"{nomad_agent.address}/v1/node/{node['ID']}", timeout=10).json()[
                 "SchedulingEligibility"
@@ -202,7 +193,7 @@ def test_drained_node_fails_the_task_and_stops_the_job(run_flow, nomad_client, d
     )
     thread.start()
     try:
-        _wait_for(marker.exists, 120, "the step to run")
+        wait_for(marker.exists, 120, "the step to run")
         drained_node()
     finally:
         thread.join(120)
@@ -291,7 +282,7 @@ plugin "raw_exec" {{
         return any(n["Name"] == "mf-doomed-client" and n["Status"] == "ready" for n in nodes)
 
     try:
-        _wait_for(ready, 60, "the second client to be ready", 0.3)
+        wait_for(ready, 60, "the second client to be ready", 0.3)
         yield lambda: os.killpg(proc.pid, signal.SIGKILL)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -315,7 +306,7 @@ def test_lost_allocation_fails_the_task_and_stops_the_job(run_flow, nomad_client
     )
     thread.start()
     try:
-        _wait_for(marker.exists, 120, "the step to run")
+        wait_for(marker.exists, 120, "the step to run")
         killed_at = time.monotonic()
         doomed_client()
     finally:
