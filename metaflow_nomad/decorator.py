@@ -131,6 +131,7 @@ class NomadDecorator(StepDecorator):
     run_time_limit = None
     _init_error = None
     _settings = None
+    project_values: dict = {}
 
     def step_init(self, flow, graph, step, decos, environment, flow_datastore, logger):
         self.logger = logger
@@ -155,7 +156,9 @@ class NomadDecorator(StepDecorator):
 
             self.run_time_limit = get_run_time_limit_for_task(decos)
             flow_dir = os.path.dirname(os.path.abspath(sys.argv[0]))
-            self._settings = resolve_for_step(step, decos, self, flow_dir)
+            document = load_project_file(flow_dir)
+            self.project_values = document.get("values") or {}
+            self._settings = resolve_for_step(step, decos, self, flow_dir, document)
         except NomadException as exc:
             self._init_error = exc
 

@@ -14,7 +14,6 @@ from typing import Any
 from metaflow import util
 
 from .command import build_task_launch, split_input_paths, task_environment
-from .decorator import load_project_file
 from .errors import NomadException
 from .jobspec import JobIdentity, RenderedJob, TlsMaterial, render_jobspec
 from .settings import StepSettings
@@ -90,14 +89,11 @@ def render_step_job(
         datastore.datastore_root,
         env,
     )
-    flow_dir = os.path.dirname(os.path.abspath(sys.argv[0]))
-    if values is None:
-        values = load_project_file(flow_dir).get("values")
     return render_jobspec(
         settings,
         identity,
         launch,
-        flow_dir=flow_dir,
+        flow_dir=os.path.dirname(os.path.abspath(sys.argv[0])),
         templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
         tls=tls,
         values=values,

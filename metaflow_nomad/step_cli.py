@@ -141,7 +141,9 @@ def prepare_job(
     from .config import read_config
     from .launch import find_nomad_decorator, render_step_job
 
-    settings = settings or find_nomad_decorator(ctx.obj.flow, step_name).settings
+    deco = find_nomad_decorator(ctx.obj.flow, step_name)
+    settings = settings or deco.settings
+    values = deco.project_values if values is None else values
     config = read_config()
     return settings, render_step_job(
         ctx.obj,

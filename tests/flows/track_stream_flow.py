@@ -10,7 +10,7 @@ class TrackStreamFlow(FlowSpec):
     @step
     def start(self):
         print("STREAM-FIRST", flush=True)
-        time.sleep(3)
+        time.sleep(15)  # leaves the log sidecar ample time on a busy machine
         print("STREAM-SECOND", flush=True)
         self.next(self.end)
 
