@@ -408,6 +408,8 @@ def _follow_job(
         tracker.state.finished,
         deadline,
     )
+    if tracker.state.final_report:
+        echo(tracker.state.final_report)
     if not tracker.state.finished.is_set():
         guard.stop(reason="run time limit")
         raise NomadJobFailed(

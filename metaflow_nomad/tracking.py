@@ -58,6 +58,7 @@ class _State:
     alloc: dict | None = None
     diagnosis: str | None = None
     deregistered: bool = False
+    final_report: str | None = None
     started: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -320,7 +321,8 @@ class JobTracker:
                 verdict = "finished with exit code 0"
             else:
                 verdict = f"ended {outcome.status}: {outcome.message or 'no details'}"
-            self.echo(f"Task {verdict} (allocation {short} on node {node}).")
+            # Kept for the launcher to print after the task's last log lines.
+            self.state.final_report = f"Task {verdict} (allocation {short} on node {node})."
 
     def _report_event(self, event: dict) -> None:
         if event.get("Type") in ROUTINE_EVENTS:

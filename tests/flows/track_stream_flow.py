@@ -1,8 +1,10 @@
-"""Prints, sleeps, prints: shows that output streams while the task runs."""
+"""Prints, then waits for the test's go-ahead, then prints again: so the first line
+can only reach the launcher's output while the task is still running."""
 
+import os
 import time
 
-from metaflow import FlowSpec, nomad, step
+from metaflow import FlowSpec, current, nomad, step
 
 
 class TrackStreamFlow(FlowSpec):
@@ -10,7 +12,12 @@ class TrackStreamFlow(FlowSpec):
     @step
     def start(self):
         print("STREAM-FIRST", flush=True)
-        time.sleep(15)  # leaves the log sidecar ample time on a busy machine
+        marker = f"/tmp/mf-nomad-stream-{current.run_id}"
+        deadline = time.monotonic() + 180
+        while not os.path.exists(marker):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test never saw the first line")
+            time.sleep(0.2)
         print("STREAM-SECOND", flush=True)
         self.next(self.end)
 

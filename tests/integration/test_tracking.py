@@ -39,14 +39,20 @@ def test_states_are_reported_and_output_streams_while_the_task_runs(
     env = flow_env(nomad_agent.address, tmp_path, {"PYTHONUNBUFFERED": "1"})
     run = start_flow("track_stream_flow.py", tmp_path, env)
     try:
-        wait_for(lambda: "STREAM-FIRST" in run.output(), 120, "the first line", 0.05)
-        # The first line reached the launcher's output while the task still runs.
+        wait_for(lambda: "STREAM-FIRST" in run.output(), 150, "the first line", 0.05)
+        # The first line reached the launcher's output while the task still runs:
+        # the step does not go on until this test lets it.
         seen = run.output()
         assert "STREAM-SECOND" not in seen
         run_id = run.wait_run_id()
         [job] = find_jobs(nomad_client, "TrackStreamFlow", run_id)
         assert _only_alloc(nomad_client, job["ID"])["ClientStatus"] == "running"
-        assert run.finish(120) == 0, run.output()
+        marker = Path(f"/tmp/mf-nomad-stream-{run_id}")
+        marker.touch()
+        try:
+            assert run.finish(120) == 0, run.output()
+        finally:
+            marker.unlink()
     finally:
         run.finish(5)
     output = run.output()
