@@ -312,7 +312,12 @@ plugin "raw_exec" {{
             start_new_session=True,
         )
         log.close()
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            # A caller whose start failed never reaches its stop(): leave nothing running.
+            self.stop(cleanup=False)
+            raise
         return self
 
     def _ssl_context(self) -> ssl.SSLContext | None:

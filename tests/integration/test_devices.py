@@ -56,9 +56,11 @@ plugin "example-fs-device" {{
                 return [i["ID"] for i in group["Instances"] if i["Healthy"]]
         return []
 
-    assert sorted(wait_for(healthy_devices, 60, "the fake devices")) == ["card0", "card1"]
-    yield agent
-    agent.stop()
+    try:
+        assert sorted(wait_for(healthy_devices, 60, "the fake devices")) == ["card0", "card1"]
+        yield agent
+    finally:
+        agent.stop()
 
 
 def device_env(**extra):
