@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 from metaflow.decorators import StepDecorator
@@ -38,8 +39,13 @@ def user_set_attributes(deco) -> dict:
     return {k: deco.attributes[k] for k in names if deco.attributes.get(k) is not None}
 
 
+@lru_cache(maxsize=8)
 def load_project_file(flow_dir: str) -> dict:
-    """``metaflow_nomad.yaml`` from the flow's directory or the nearest parent."""
+    """``metaflow_nomad.yaml`` from the flow's directory or the nearest parent.
+
+    Cached: every @nomad step's ``step_init`` asks for it, in every process.
+    Callers only read the returned mapping.
+    """
     for directory in (Path(flow_dir), *Path(flow_dir).parents):
         candidate = directory / PROJECT_FILE
         if candidate.is_file():
@@ -75,7 +81,12 @@ def conda_environment_problem(step_name: str, decos, datastore_type: str) -> str
 
 
 def resolve_for_step(
-    step_name: str, decos, nomad_deco, flow_dir: str, project_document: dict | None = None
+    step_name: str,
+    decos,
+    nomad_deco,
+    flow_dir: str,
+    project_document: dict | None = None,
+    config: dict | None = None,
 ) -> StepSettings:
     """Resolve settings for a step from its decorators and the current configuration."""
     resources = next((d for d in decos if d.name == "resources"), None)
@@ -84,7 +95,7 @@ def resolve_for_step(
         step_name,
         user_set_attributes(nomad_deco),
         user_set_attributes(resources) if resources else {},
-        config=read_config(),
+        config=read_config() if config is None else config,
         project_defaults=project_defaults_for_step(document, step_name),
         standard_env=read_standard_env(),
     )
@@ -151,14 +162,15 @@ class NomadDecorator(StepDecorator):
             # the code package, after step_init but before runtime_init.
             raise NomadException(problem)
         try:
-            self._check_step(step, decos, flow_datastore)
+            config = read_config()
+            self._check_step(step, decos, flow_datastore, config)
             from metaflow.plugins.timeout_decorator import get_run_time_limit_for_task
 
             self.run_time_limit = get_run_time_limit_for_task(decos)
             flow_dir = os.path.dirname(os.path.abspath(sys.argv[0]))
             document = load_project_file(flow_dir)
             self.project_values = document.get("values") or {}
-            self._settings = resolve_for_step(step, decos, self, flow_dir, document)
+            self._settings = resolve_for_step(step, decos, self, flow_dir, document, config)
         except NomadException as exc:
             self._init_error = exc
 
@@ -169,7 +181,7 @@ class NomadDecorator(StepDecorator):
         return self._settings
 
     @staticmethod
-    def _check_step(step, decos, flow_datastore) -> None:
+    def _check_step(step, decos, flow_datastore, config: dict) -> None:
         from .settings import SECRET_ENV_HINT, SECRET_ENV_KEYS
 
         for deco in decos:
@@ -187,7 +199,7 @@ class NomadDecorator(StepDecorator):
                 )
         if flow_datastore.TYPE != "local":
             return
-        if not is_truthy(read_config().get("NOMAD_SHARED_FILESYSTEM")):
+        if not is_truthy(config.get("NOMAD_SHARED_FILESYSTEM")):
             raise NomadException(
                 f"Step '{step}': @nomad with the local datastore needs the Nomad tasks to "
                 "see the datastore root at the same absolute path. If they do (a local "

@@ -7,27 +7,12 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from metaflow_nomad.client import ConnectionSettings, NomadClient
 from metaflow_nomad.local_agent import AgentOptions, LocalAgent
-
-REPO = Path(__file__).resolve().parent.parent
-FLOWS = Path(__file__).resolve().parent / "flows"
-EXAMPLES = REPO / "examples"
-
-
-def flow_source(flow_file: str) -> Path:
-    """A test flow from tests/flows, or one of the examples (the user guide's flow)."""
-    candidate = FLOWS / flow_file
-    return candidate if candidate.exists() else EXAMPLES / flow_file
-
-
-def clean_environ() -> dict:
-    """This process's env without the developer's own Nomad settings."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "METAFLOW_NOMAD_"))}
+from tests.flow_processes import clean_environ, flow_overrides, flow_source
 
 
 @pytest.fixture(scope="session")
@@ -69,15 +54,7 @@ def run_flow(nomad_agent, tmp_path):
     ) -> FlowResult:
         if copy:
             shutil.copy(flow_source(flow_file), tmp_path / flow_file)
-        overrides = {
-            "USER": "tester",
-            "METAFLOW_NOMAD_ADDRESS": nomad_agent.address,
-            "METAFLOW_NOMAD_DRIVER": "raw_exec",
-            "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
-            "METAFLOW_HOME": str(tmp_path / "mfhome"),
-            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-        }
-        overrides.update(env or {})
+        overrides = {**flow_overrides(nomad_agent.address, tmp_path), **(env or {})}
         full_env = {**clean_environ(), **overrides}
         run_id_file = tmp_path / "run_id"
         extra = ["--run-id-file", str(run_id_file)] if command == "run" else []

@@ -14,23 +14,38 @@ from metaflow_nomad.client import NomadClient
 from metaflow_nomad.jobs import find_jobs
 
 FLOWS = Path(__file__).resolve().parent / "flows"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def flow_env(agent_address: str, workdir: Path, extra: dict | None = None) -> dict:
-    """The same environment as conftest's ``run_flow``."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "USER": "tester",
-            "METAFLOW_NOMAD_ADDRESS": agent_address,
-            "METAFLOW_NOMAD_DRIVER": "raw_exec",
-            "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
-            "METAFLOW_HOME": str(workdir / "mfhome"),
-            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-        }
-    )
-    env.update(extra or {})
-    return env
+def flow_source(flow_file: str) -> Path:
+    """A test flow from tests/flows, or one of the examples (the user guide's flow)."""
+    candidate = FLOWS / flow_file
+    return candidate if candidate.exists() else EXAMPLES / flow_file
+
+
+def clean_environ() -> dict:
+    """This process's env without the developer's own Nomad settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "METAFLOW_NOMAD_"))}
+
+
+def flow_overrides(agent_address: str | None, workdir: Path) -> dict:
+    """What every test flow run sets: a test user, raw_exec on the local datastore
+    shared with the agent, a private Metaflow home, and this interpreter first."""
+    overrides = {
+        "USER": "tester",
+        "METAFLOW_NOMAD_DRIVER": "raw_exec",
+        "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
+        "METAFLOW_HOME": str(workdir / "mfhome"),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    if agent_address:
+        overrides["METAFLOW_NOMAD_ADDRESS"] = agent_address
+    return overrides
+
+
+def flow_env(agent_address: str | None, workdir: Path, extra: dict | None = None) -> dict:
+    """The environment of a test flow run (the same as conftest's ``run_flow``)."""
+    return {**clean_environ(), **flow_overrides(agent_address, workdir), **(extra or {})}
 
 
 @dataclass
@@ -68,7 +83,7 @@ def start_flow(
     flow_file: str, workdir: Path, env: dict, *args: str, new_session: bool = True
 ) -> BackgroundRun:
     """``python flow.py run`` in its own session (so ``killpg`` is a terminal Ctrl-C)."""
-    shutil.copy(FLOWS / flow_file, workdir / flow_file)
+    shutil.copy(flow_source(flow_file), workdir / flow_file)
     log_path = workdir / "output.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

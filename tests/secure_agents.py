@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metaflow_nomad.local_agent import LocalAgent
-
-FLOWS = Path(__file__).resolve().parent / "flows"
+from tests.flow_processes import flow_env, flow_source
 
 
 @dataclass
@@ -52,21 +51,8 @@ def start_flow(
 ) -> FlowProcess:
     """``python flow.py run`` against ``agent``, with its address, token and TLS material."""
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(FLOWS / flow_file, workdir / flow_file)
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "METAFLOW_NOMAD_"))
-    }
-    full_env.update(
-        {
-            "USER": "tester",
-            "METAFLOW_NOMAD_DRIVER": "raw_exec",
-            "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
-            "METAFLOW_HOME": str(workdir / "mfhome"),
-            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-        }
-    )
-    full_env.update(agent.connection_env(token))
-    full_env.update(env or {})
+    shutil.copy(flow_source(flow_file), workdir / flow_file)
+    full_env = flow_env(None, workdir, {**agent.connection_env(token), **(env or {})})
     log_path = workdir / "flow.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -15,7 +15,7 @@ import pytest
 from metaflow_nomad.client import ConnectionSettings, NomadClient
 from metaflow_nomad.jobs import find_jobs
 from metaflow_nomad.local_agent import AgentOptions, LocalAgent, find_nomad_binary
-from tests.conftest import flow_source
+from tests.flow_processes import flow_source
 from tests.s3_fixtures import BUCKET, S3_TEMPLATES, s3_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration

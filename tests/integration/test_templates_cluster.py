@@ -29,7 +29,7 @@ from metaflow_nomad.jobspec import (
 )
 from metaflow_nomad.settings import StepSettings, resolve_step_settings
 from metaflow_nomad.templates import load_template, render_template
-from tests.conftest import clean_environ, flow_source
+from tests.flow_processes import clean_environ, flow_source
 
 pytestmark = pytest.mark.integration
 IDENTITY = JobIdentity("TemplateFlow", "42", "train", "7", 0, "tester")
