@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: setup nomad demo test test-unit lint bench bench-quick
+.PHONY: setup nomad docker demo test test-unit lint bench bench-quick
 
 $(VENV)/.installed: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,14 @@ setup: $(VENV)/.installed
 nomad:
 	bash scripts/get_nomad.sh >/dev/null
 
-demo: setup nomad
+# Debian's docker.io + debootstrap, and the cached offline Python 3.11 + Metaflow image rootfs.
+docker: setup
+	bash scripts/get_docker.sh engine >/dev/null && bash scripts/get_docker.sh image >/dev/null
+
+demo: setup nomad docker
 	$(PY) scripts/demo.py
 
-test: setup nomad lint
+test: setup nomad docker lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-unit: setup

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import psutil
 
+from metaflow_nomad.model import TASK_NAME
+from metaflow_nomad.testing.local_agent import interpreter_path
+
 FLOWS = Path(__file__).resolve().parent / "flows"
 SAMPLE_INTERVAL_S = 0.1
-TASK_NAME = "metaflow"
 
 
 # -- statistics -------------------------------------------------------------------
@@ -396,7 +398,7 @@ def env_for_agent(address: str, home: Path) -> dict[str, str]:
             "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
             "METAFLOW_HOME": str(home),
             "USER": os.environ.get("USER") or "bench",
-            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+            "PATH": interpreter_path(),
         }
     )
     return env

@@ -9,7 +9,6 @@ Needs ``pip install pyinstrument`` (a benchmark-only tool, not a dependency).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import FLOWS, FlowRunner, env_for_agent
 
-from metaflow_nomad.local_agent import AgentOptions, LocalAgent
+from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 
 HOOK = Path(__file__).resolve().parent / "profile_hook"
 
@@ -30,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     hook_env = {"PYTHONPATH": str(HOOK), "BENCH_PROFILE_DIR": str(args.out.resolve())}
-    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    path = interpreter_path()
     agent = LocalAgent(options=AgentOptions(env={"PATH": path, **hook_env}))
     agent.start()
     try:

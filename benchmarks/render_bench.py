@@ -21,8 +21,8 @@ def fixture():
     """Settings, identity and launch shaped like a real local-datastore foreach task."""
     from metaflow.metaflow_environment import MetaflowEnvironment
 
-    from metaflow_nomad.command import build_task_launch, task_environment
-    from metaflow_nomad.jobspec import JobIdentity
+    from metaflow_nomad.model import JobIdentity
+    from metaflow_nomad.render.bootstrap import build_task_launch, task_environment
     from metaflow_nomad.settings import resolve_step_settings
 
     settings = resolve_step_settings("work", {"driver": "raw_exec", "memory": 256})
@@ -63,7 +63,7 @@ def rate(operation: Callable[[], object], window_s: float) -> float:
 def cold() -> dict:
     """Seconds a fresh process spends importing the render path, then rendering once and twice."""
     started = time.perf_counter()
-    from metaflow_nomad.jobspec import render_jobspec
+    from metaflow_nomad.render.jobspec import render_jobspec
 
     imported = time.perf_counter()
     settings, identity, launch = fixture()

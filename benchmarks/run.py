@@ -47,14 +47,12 @@ from harness import (
 )
 from render_bench import fixture, rate
 
-from metaflow_nomad.client import ConnectionSettings, NomadClient
-from metaflow_nomad.jobspec import (
-    build_template_context,
-    render_jobspec,
-    run_job_prefix,
-)
-from metaflow_nomad.local_agent import AgentOptions, LocalAgent
-from metaflow_nomad.templates import choose_variant, load_template, render_template
+from metaflow_nomad.api.client import NomadClient
+from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.model import run_job_prefix
+from metaflow_nomad.render.jobspec import build_template_context, render_jobspec
+from metaflow_nomad.render.templates import choose_variant, load_template, render_template
+from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 
 TARGETS = {
     "step_overhead_ratio": ("<=", 1.5),
@@ -363,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     reps = args.reps or (2 if quick else 5)
     began = time.time()
-    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    path = interpreter_path()
     agent = LocalAgent(options=AgentOptions(env={"PATH": path}))
     print(f"Starting a local Nomad agent ({agent.binary})...", flush=True)
     agent.start()

@@ -14,14 +14,14 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from metaflow_nomad.local_agent import AgentOptions, LocalAgent
+from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FLOWS = ["nomad_flow.py", "foreach_flow.py"]
 
 
 def main() -> int:
-    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    path = interpreter_path()
     agent = LocalAgent(options=AgentOptions(env={"PATH": path}))
     print(f"Starting a local Nomad agent ({agent.binary})...", flush=True)
     agent.start()

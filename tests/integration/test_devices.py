@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from metaflow_nomad.client import ConnectionSettings, NomadClient
-from metaflow_nomad.jobs import find_jobs
-from metaflow_nomad.local_agent import REPO_ROOT, AgentOptions, LocalAgent
-from tests.secure_agents import agent_path_env, run_flow_on, wait_for
+from metaflow_nomad.api.client import NomadClient
+from metaflow_nomad.api.lookup import find_jobs
+from metaflow_nomad.testing.local_agent import REPO_ROOT, AgentOptions, LocalAgent
+from tests.support.flows import agent_flow_env, agent_path_env, run_flow, wait_for
 
 pytestmark = pytest.mark.integration
 TEMPLATES = Path(__file__).resolve().parent.parent / "device_templates"
@@ -72,10 +72,12 @@ def device_env(**extra):
 
 
 def test_gpu_variant_step_is_placed_with_its_devices(device_agent, tmp_path):
-    flow = run_flow_on(device_agent, tmp_path, "device_flow.py", env=device_env())
-    output = flow.output()
+    flow = run_flow(
+        "device_flow.py", tmp_path, agent_flow_env(device_agent, tmp_path, extra=device_env())
+    )
+    output = flow.output
     assert flow.proc.returncode == 0, output
-    client = NomadClient(ConnectionSettings(address=device_agent.address))
+    client = NomadClient(device_agent.connection_settings())
     [stub] = [
         j
         for j in find_jobs(client, "DeviceFlow", flow.run_id, include_dead=True)
@@ -92,14 +94,15 @@ def test_gpu_variant_step_is_placed_with_its_devices(device_agent, tmp_path):
 
 
 def test_more_devices_than_exist_is_explained_and_times_out(device_agent, tmp_path):
-    flow = run_flow_on(
-        device_agent,
-        tmp_path,
+    flow = run_flow(
         "too_many_devices_flow.py",
-        env=device_env(METAFLOW_NOMAD_PENDING_TIMEOUT="5"),
+        tmp_path,
+        agent_flow_env(
+            device_agent, tmp_path, extra=device_env(METAFLOW_NOMAD_PENDING_TIMEOUT="5")
+        ),
         timeout=120,
     )
-    output = " ".join(flow.output().split())
+    output = " ".join(flow.output.split())
     assert flow.proc.returncode != 0
     print(output[-800:])
     assert "Task is pending: task group 'step' cannot be placed" in output

@@ -14,11 +14,10 @@ import time
 
 import pytest
 
-from metaflow_nomad.client import ConnectionSettings, task_tls_material
-from metaflow_nomad.jobspec import (
+from metaflow_nomad.api.connection import ConnectionSettings, task_tls_material
+from metaflow_nomad.model import JobIdentity, TaskLaunch
+from metaflow_nomad.render.jobspec import (
     BOOTSTRAP_ARGS,
-    JobIdentity,
-    TaskLaunch,
     parse_jobspec,
     render_jobspec,
 )

@@ -7,33 +7,24 @@ hit the session agent other tests share.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
 import pytest
 
-from metaflow_nomad.client import ConnectionSettings, NomadClient
+from metaflow_nomad.api.client import NomadClient
+from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.errors import NomadClientError, NomadParseError
-from metaflow_nomad.local_agent import AgentOptions, LocalAgent, _free_port
-from tests.secure_agents import agent_path_env, start_flow, wait_for
+from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
+from metaflow_nomad.testing.ports import free_port
+from tests.support.flows import agent_flow_env, agent_path_env, start_flow, wait_for
+from tests.support.nomad_checks import probe_hcl
 
 pytestmark = pytest.mark.integration
 
 OUTAGE_S = 20
-HCL = """
-job "fault-probe" {
-  type = "batch"
-  datacenters = ["dc1"]
-  group "g" {
-    task "t" {
-      driver = "raw_exec"
-      config {
-        command = "/bin/true"
-      }
-    }
-  }
-}
-"""
+HCL = probe_hcl("fault-probe")
 
 
 @pytest.fixture()
@@ -70,7 +61,7 @@ def _assert_ran_once_and_completed(agent, flow, marker):
     assert [a["ClientStatus"] for a in allocs] == ["complete"]
     events = [e["Type"] for e in allocs[0]["TaskStates"]["metaflow"]["Events"]]
     assert events.count("Started") == 1, events
-    assert "fault flow done" in flow.output()
+    assert "fault flow done" in flow.output
 
 
 def test_run_survives_a_20s_api_outage(own_agent, tmp_path):
@@ -78,7 +69,13 @@ def test_run_survives_a_20s_api_outage(own_agent, tmp_path):
     out, and the launcher's calls retry; the blocking query in flight simply waits."""
     marker = tmp_path / "marker"
     flow = start_flow(
-        own_agent, tmp_path / "run", "fault_flow.py", "--seconds", "8", "--marker", str(marker)
+        "fault_flow.py",
+        tmp_path / "run",
+        agent_flow_env(own_agent, tmp_path / "run"),
+        "--seconds",
+        "8",
+        "--marker",
+        str(marker),
     )
     try:
         wait_for(lambda: _marker_lines(marker), 120, "the step to start on Nomad")
@@ -86,14 +83,14 @@ def test_run_survives_a_20s_api_outage(own_agent, tmp_path):
         paused_at = time.monotonic()
         time.sleep(OUTAGE_S)
         # The task finished during the outage, but nobody could have seen it yet.
-        assert flow.proc.poll() is None, flow.output()
+        assert flow.proc.poll() is None, flow.output
         assert len(_marker_lines(marker)) == 2
     finally:
         own_agent.resume()
     assert time.monotonic() - paused_at >= OUTAGE_S
-    assert flow.wait(180) == 0, flow.output()
+    assert flow.wait(180) == 0, flow.output
     _assert_ran_once_and_completed(own_agent, flow, marker)
-    assert "cannot reach Nomad" not in flow.output()
+    assert "cannot reach Nomad" not in flow.output
 
 
 def test_running_task_survives_an_agent_restart_and_is_tracked_to_completion(own_agent, tmp_path):
@@ -101,7 +98,13 @@ def test_running_task_survives_an_agent_restart_and_is_tracked_to_completion(own
     step runs; the raw_exec executor outlives it and the new client reattaches."""
     marker = tmp_path / "marker"
     flow = start_flow(
-        own_agent, tmp_path / "run", "fault_flow.py", "--seconds", "12", "--marker", str(marker)
+        "fault_flow.py",
+        tmp_path / "run",
+        agent_flow_env(own_agent, tmp_path / "run"),
+        "--seconds",
+        "12",
+        "--marker",
+        str(marker),
     )
     wait_for(lambda: _marker_lines(marker), 120, "the step to start on Nomad")
     old_pid = own_agent.process.pid
@@ -109,7 +112,7 @@ def test_running_task_survives_an_agent_restart_and_is_tracked_to_completion(own
     assert own_agent.process.pid != old_pid
     # Restarted before the step could finish: the task really was in flight.
     assert len(_marker_lines(marker)) == 1
-    assert flow.wait(180) == 0, flow.output()
+    assert flow.wait(180) == 0, flow.output
     _assert_ran_once_and_completed(own_agent, flow, marker)
 
 
@@ -118,7 +121,7 @@ def test_running_task_survives_an_agent_restart_and_is_tracked_to_completion(own
 
 def _client(agent: LocalAgent, **kw) -> NomadClient:
     token = kw.pop("token", agent.management_token)
-    return NomadClient(ConnectionSettings(address=agent.address, token=token), **kw)
+    return NomadClient(dataclasses.replace(agent.connection_settings(), token=token), **kw)
 
 
 def _invalid_job(client: NomadClient):
@@ -161,7 +164,7 @@ def test_permanent_errors_are_not_retried(acl_agent, with_token, prepare, status
 
 def test_refused_connections_are_retried_with_bounded_backoff():
     client = NomadClient(
-        ConnectionSettings(address=f"http://127.0.0.1:{_free_port()}"), max_attempts=4
+        ConnectionSettings(address=f"http://127.0.0.1:{free_port()}"), max_attempts=4
     )
     started = time.monotonic()
     with pytest.raises(NomadClientError) as exc:

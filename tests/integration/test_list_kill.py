@@ -14,9 +14,10 @@ import sys
 
 import pytest
 
-from metaflow_nomad.jobs import find_jobs
-from metaflow_nomad.jobspec import run_job_prefix
-from tests.flow_processes import flow_env, start_flow, wait_task_running
+from metaflow_nomad.api.lookup import find_jobs
+from metaflow_nomad.model import run_job_prefix
+from tests.support.flows import flow_env, start_flow
+from tests.support.nomad_checks import wait_task_running
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +63,9 @@ def _metaflow_meta(run_id: str, user: str, task_id: str = "9") -> dict:
 @pytest.fixture(scope="module")
 def world(nomad_agent, tmp_path_factory):
     """Two live runs in one flow directory, plus foreign look-alike jobs."""
-    from metaflow_nomad.client import ConnectionSettings, NomadClient
+    from metaflow_nomad.api.client import NomadClient
 
-    client = NomadClient(ConnectionSettings(address=nomad_agent.address))
+    client = NomadClient(nomad_agent.connection_settings())
     workdir = tmp_path_factory.mktemp("listkill")
     runs = {}
     for user in ("tester", "alice"):
@@ -218,9 +219,9 @@ def test_kill_options(world):
 
 
 def test_kill_without_options_stops_the_latest_run(nomad_agent, tmp_path):
-    from metaflow_nomad.client import ConnectionSettings, NomadClient
+    from metaflow_nomad.api.client import NomadClient
 
-    client = NomadClient(ConnectionSettings(address=nomad_agent.address))
+    client = NomadClient(nomad_agent.connection_settings())
     run = start_flow("sleep_flow.py", tmp_path, flow_env(nomad_agent.address, tmp_path))
     run_id = run.wait_run_id()
     job_id = wait_task_running(client, run, FLOW, run_id)["ID"]

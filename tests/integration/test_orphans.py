@@ -13,15 +13,9 @@ import time
 
 import pytest
 
-from metaflow_nomad.jobs import find_jobs
-from tests.flow_processes import (
-    FLOWS,
-    BackgroundRun,
-    flow_env,
-    start_flow,
-    wait_no_active_jobs,
-    wait_task_running,
-)
+from metaflow_nomad.api.lookup import find_jobs
+from tests.support.flows import FLOWS, FlowRun, flow_env, start_flow
+from tests.support.nomad_checks import wait_no_active_jobs, wait_task_running
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +71,7 @@ def test_ctrl_c_on_the_terminal_stops_the_job(sleeping_run, nomad_client):
     assert before == 1
     _assert_cleaned(cleanup, jobs_within=5)
     assert run.finish() != 0
-    assert f"Stopped Nomad job {job['ID']} (received SIGINT)" in run.output()
+    assert f"Stopped Nomad job {job['ID']} (received SIGINT)" in run.output
 
 
 def test_sigint_to_the_runtime_only_stops_the_job(sleeping_run, nomad_client):
@@ -91,9 +85,9 @@ def test_sigint_to_the_runtime_only_stops_the_job(sleeping_run, nomad_client):
     assert before == 1
     _assert_cleaned(cleanup, jobs_within=12)
     assert run.finish() != 0
-    assert "Killing 1 remaining tasks" in run.output()
+    assert "Killing 1 remaining tasks" in run.output
     # Stopped by the runtime_finished backstop, not by the (SIGKILLed) trampoline.
-    assert f"Stopped Nomad job {job['ID']}." in run.output()
+    assert f"Stopped Nomad job {job['ID']}." in run.output
 
 
 # Runs the flow through Metaflow's Runner API in its own process, prints the run id,
@@ -130,7 +124,7 @@ def test_runner_api_kill_stops_the_job(nomad_agent, nomad_client, tmp_path):
         first = driver.stdout.readline().split()
         assert first[:1] == ["RUN_ID"], first
         run_id = first[1]
-        run = BackgroundRun(driver, tmp_path, tmp_path / "unused.log")
+        run = FlowRun(driver, tmp_path, tmp_path / "unused.log")
         job = wait_task_running(nomad_client, run, FLOW, run_id)
         before = len(find_jobs(nomad_client, FLOW, run_id))
         driver.stdin.write("kill\n")
@@ -156,7 +150,7 @@ def test_sigkill_of_the_launcher_fails_the_run_and_stops_the_job(sleeping_run, n
     assert before == 1
     _assert_cleaned(cleanup, jobs_within=10)
     assert run.finish() != 0
-    assert "Stopped Nomad job " + job["ID"] in run.output()
+    assert "Stopped Nomad job " + job["ID"] in run.output
 
 
 def test_sigkill_of_the_launcher_next_attempt_stops_the_previous_job(sleeping_run, nomad_client):
@@ -171,8 +165,8 @@ def test_sigkill_of_the_launcher_next_attempt_stops_the_previous_job(sleeping_ru
         time.sleep(0.3)
     attempts = sorted(j["Meta"]["metaflow.attempt"] for j in find_jobs(nomad_client, FLOW, run_id))
     print(f"[sigkill trampoline, @retry] active attempts after the retry started: {attempts}")
-    assert attempts == ["1"], run.output()
-    assert f"Stopped Nomad job {first['ID']} (a previous attempt" in run.output()
+    assert attempts == ["1"], run.output
+    assert f"Stopped Nomad job {first['ID']} (a previous attempt" in run.output
     os.killpg(run.proc.pid, signal.SIGINT)
     cleanup = wait_no_active_jobs(
         nomad_client, FLOW, run_id, [first["ID"], first["ID"][:-1] + "1"], timeout=20

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from metaflow_nomad.jobs import find_jobs
+from metaflow_nomad.api.lookup import find_jobs
 
 pytestmark = pytest.mark.integration
 

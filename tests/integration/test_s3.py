@@ -6,17 +6,20 @@ that Nomad stores names the variable but never holds the secret.
 """
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-from metaflow_nomad.client import ConnectionSettings, NomadClient
-from metaflow_nomad.jobs import find_jobs
-from metaflow_nomad.local_agent import AgentOptions, LocalAgent, find_nomad_binary
-from tests.flow_processes import flow_source
-from tests.s3_fixtures import BUCKET, S3_TEMPLATES, s3_server  # noqa: F401 - fixture
+from metaflow_nomad.api.client import NomadClient
+from metaflow_nomad.api.lookup import find_jobs
+from metaflow_nomad.testing.local_agent import (
+    AgentOptions,
+    LocalAgent,
+    find_nomad_binary,
+    interpreter_path,
+)
+from tests.support.flows import flow_source
+from tests.support.s3 import BUCKET, S3_TEMPLATES
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +27,7 @@ USER_GUIDE_RESULT = "Computation result: 332833500"
 
 
 @pytest.fixture()
-def credentials_in_nomad_variables(nomad_agent, s3_server):  # noqa: F811
+def credentials_in_nomad_variables(nomad_agent, s3_server):
     """`nomad var put nomad/jobs ...`, the way an operator would store them."""
     pairs = [f"{k}={v}" for k, v in s3_server.credentials.items()]
     cli = [find_nomad_binary(), "var"]
@@ -47,7 +50,7 @@ def test_user_guide_flow_runs_on_s3_without_secrets_in_the_jobspec(
     run_flow,
     nomad_client,
     nomad_agent,
-    s3_server,  # noqa: F811
+    s3_server,
     credentials_in_nomad_variables,
 ):
     # raw_exec tasks inherit the agent's environment: it must not be the way in.
@@ -93,7 +96,7 @@ def test_user_guide_flow_runs_on_s3_without_secrets_in_the_jobspec(
 def test_launcher_credentials_do_not_reach_the_task(
     run_flow,
     nomad_client,
-    s3_server,  # noqa: F811
+    s3_server,
 ):
     """Without the Variables template the task has no credentials: none leak from the launcher."""
     # A code package of its own: the node caches packages by content, and a cached
@@ -109,7 +112,7 @@ def test_launcher_credentials_do_not_reach_the_task(
 
 
 @pytest.fixture()
-def agent_with_node_credentials(s3_server, tmp_path_factory):  # noqa: F811
+def agent_with_node_credentials(s3_server, tmp_path_factory):
     """An agent on a node that holds an AWS credentials file, like an operator would set up.
 
     Its environment names the file only: Nomad's default client ``env.denylist``
@@ -124,7 +127,7 @@ def agent_with_node_credentials(s3_server, tmp_path_factory):  # noqa: F811
         f"aws_secret_access_key = {s3_server.secret_key}\n"
     )
     credentials.chmod(0o600)
-    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    path = interpreter_path()
     node_env = {
         "PATH": path,
         "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
@@ -138,7 +141,7 @@ def agent_with_node_credentials(s3_server, tmp_path_factory):  # noqa: F811
 
 def test_raw_exec_tasks_can_use_a_credentials_file_on_the_node(
     run_flow,
-    s3_server,  # noqa: F811
+    s3_server,
     agent_with_node_credentials,
 ):
     """Node-level delivery (docs/s3.md, 3): the task reads the node's credentials file."""
@@ -147,7 +150,7 @@ def test_raw_exec_tasks_can_use_a_credentials_file_on_the_node(
     result = run_flow("nomad_flow.py", env=env)
     assert result.returncode == 0, result.output
     assert USER_GUIDE_RESULT in result.output
-    client = NomadClient(ConnectionSettings(address=agent.address))
+    client = NomadClient(agent.connection_settings())
     [stub] = find_jobs(client, "NomadFlow", result.run_id, include_dead=True)
     stored = json.dumps(client.job(stub["ID"]))
     print(

@@ -10,6 +10,7 @@ secrets never put the secret in the assertion message.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,29 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from metaflow_nomad.client import ConnectionSettings, NomadClient
+from metaflow_nomad.api.client import NomadClient
+from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.config import connection_config
 from metaflow_nomad.errors import NomadClientError
-from metaflow_nomad.local_agent import AgentOptions, LocalAgent, make_test_pki
-from tests.secure_agents import agent_path_env, run_flow_on
+from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
+from metaflow_nomad.testing.pki import make_test_pki
+from tests.support.flows import agent_flow_env, agent_path_env, run_flow
+from tests.support.nomad_checks import probe_hcl
 
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "team-a"
-HCL = """
-job "sec-probe" {
-  type = "batch"
-  datacenters = ["dc1"]
-  group "g" {
-    task "t" {
-      driver = "raw_exec"
-      config {
-        command = "/bin/true"
-      }
-    }
-  }
-}
-"""
+HCL = probe_hcl("sec-probe")
 UNKNOWN_TOKEN = "8f1c2d7e-5b1a-4c39-9a11-2f0e5d6c7b8a"
 
 
@@ -65,16 +56,7 @@ def secure_agent(pki):
 
 
 def _settings(agent: LocalAgent, **overrides) -> ConnectionSettings:
-    pki = agent.options.tls
-    values = {
-        "address": agent.address,
-        "token": agent.management_token,
-        "ca_cert": str(pki.ca_file),
-        "client_cert": str(pki.client_cert),
-        "client_key": str(pki.client_key),
-    }
-    values.update(overrides)
-    return ConnectionSettings(**values)
+    return dataclasses.replace(agent.connection_settings(), **overrides)
 
 
 def _all_job_ids(agent: LocalAgent) -> set[str]:
@@ -253,16 +235,15 @@ def test_credential_problems_name_the_setting_and_submit_nothing(
 
 def test_flow_with_wrong_token_fails_clearly_and_submits_nothing(secure_agent, tmp_path):
     before = _all_job_ids(secure_agent)
-    flow = run_flow_on(
-        secure_agent,
-        tmp_path / "wrong-token",
+    flow = run_flow(
         "with_flow.py",
+        tmp_path / "wrong-token",
+        agent_flow_env(secure_agent, tmp_path / "wrong-token", token=UNKNOWN_TOKEN),
         "--with",
         "nomad",
-        token=UNKNOWN_TOKEN,
         timeout=180,
     )
-    output = flow.output()
+    output = flow.output
     assert flow.proc.returncode != 0
     assert "does not know the ACL token in METAFLOW_NOMAD_TOKEN" in output
     assert _all_job_ids(secure_agent) == before
@@ -272,16 +253,19 @@ def test_flow_with_wrong_token_fails_clearly_and_submits_nothing(secure_agent, t
 def test_flow_with_expired_client_certificate_fails_clearly(secure_agent, pki, tmp_path):
     cert, key = pki.issue_client("flow-expired", expired=True)
     before = _all_job_ids(secure_agent)
-    flow = run_flow_on(
-        secure_agent,
-        tmp_path / "expired",
+    flow = run_flow(
         "with_flow.py",
+        tmp_path / "expired",
+        agent_flow_env(
+            secure_agent,
+            tmp_path / "expired",
+            extra={"METAFLOW_NOMAD_CLIENT_CERT": str(cert), "METAFLOW_NOMAD_CLIENT_KEY": str(key)},
+        ),
         "--with",
         "nomad",
-        env={"METAFLOW_NOMAD_CLIENT_CERT": str(cert), "METAFLOW_NOMAD_CLIENT_KEY": str(key)},
         timeout=180,
     )
-    output = flow.output()
+    output = flow.output
     assert flow.proc.returncode != 0
     assert "METAFLOW_NOMAD_CLIENT_CERT" in output and "has expired" in output
     assert _all_job_ids(secure_agent) == before
@@ -294,15 +278,18 @@ def test_flow_with_expired_client_certificate_fails_clearly(secure_agent, pki, t
 def mtls_run(secure_agent, pki, tmp_path_factory):
     """MtlsFlow with the narrow token in its namespace and task TLS material configured."""
     workdir = tmp_path_factory.mktemp("mtls-run")
-    flow = run_flow_on(
-        secure_agent,
-        workdir,
+    flow = run_flow(
         "mtls_flow.py",
-        token=secure_agent.narrow_token,
-        env={
-            "METAFLOW_NOMAD_NAMESPACE": NAMESPACE,
-            "METAFLOW_NOMAD_TASK_TLS_DIR": str(pki.directory),
-        },
+        workdir,
+        agent_flow_env(
+            secure_agent,
+            workdir,
+            token=secure_agent.narrow_token,
+            extra={
+                "METAFLOW_NOMAD_NAMESPACE": NAMESPACE,
+                "METAFLOW_NOMAD_TASK_TLS_DIR": str(pki.directory),
+            },
+        ),
         timeout=240,
     )
     return flow
@@ -322,7 +309,7 @@ def _run_jobs(agent: LocalAgent, run_id: str) -> list[dict]:
 def test_step_calls_the_mtls_cluster_with_the_material_the_template_delivered(
     secure_agent, pki, mtls_run
 ):
-    output = mtls_run.output()
+    output = mtls_run.output
     assert mtls_run.proc.returncode == 0, "flow failed; see its log at " + str(mtls_run.log_path)
     leader = secure_agent.api("GET", "/v1/status/leader")
     assert f"leader seen from the task: {leader}" in output
@@ -364,7 +351,7 @@ def test_no_token_or_key_in_jobspec_meta_metadata_logs_or_render(
         "CA key": _key_body(pki.ca_key_file),
     }
     assert all(len(v) > 30 for v in secrets.values())
-    places: dict[str, str] = {"flow output (every log line)": mtls_run.output()}
+    places: dict[str, str] = {"flow output (every log line)": mtls_run.output}
     for job in _run_jobs(secure_agent, mtls_run.run_id):
         places[f"job JSON {job['ID']}"] = json.dumps(job)
         places[f"job Meta {job['ID']}"] = json.dumps(job["Meta"])

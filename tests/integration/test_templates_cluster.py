@@ -18,18 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaflow_nomad.errors import NomadParseError
-from metaflow_nomad.jobspec import (
+from metaflow_nomad.model import JobIdentity, TaskLaunch, TlsMaterial
+from metaflow_nomad.render.jobspec import (
     COMMAND_ENV,
-    JobIdentity,
-    TaskLaunch,
-    TlsMaterial,
     build_template_context,
     parse_jobspec,
     render_jobspec,
 )
+from metaflow_nomad.render.templates import load_template, render_template
 from metaflow_nomad.settings import StepSettings, resolve_step_settings
-from metaflow_nomad.templates import load_template, render_template
-from tests.flow_processes import clean_environ, flow_source
+from tests.support.flows import clean_environ, flow_source
 
 pytestmark = pytest.mark.integration
 IDENTITY = JobIdentity("TemplateFlow", "42", "train", "7", 0, "tester")

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +15,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from metaflow_nomad.jobs import find_jobs
-from metaflow_nomad.logs import raw_log_tail
-from metaflow_nomad.tracking import JobTracker
-from tests.flow_processes import flow_env, start_flow
-from tests.secure_agents import wait_for
+from metaflow_nomad.api.lookup import find_jobs
+from metaflow_nomad.runtime.logs import raw_log_tail
+from metaflow_nomad.runtime.tracking import JobTracker
+from metaflow_nomad.testing.cleanup import kill_processes_under, unmount_under
+from metaflow_nomad.testing.local_agent import interpreter_path
+from metaflow_nomad.testing.ports import free_port
+from tests.support.flows import flow_env, start_flow, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +40,10 @@ def test_states_are_reported_and_output_streams_while_the_task_runs(
     env = flow_env(nomad_agent.address, tmp_path, {"PYTHONUNBUFFERED": "1"})
     run = start_flow("track_stream_flow.py", tmp_path, env)
     try:
-        wait_for(lambda: "STREAM-FIRST" in run.output(), 150, "the first line", 0.05)
+        wait_for(lambda: "STREAM-FIRST" in run.output, 150, "the first line", 0.05)
         # The first line reached the launcher's output while the task still runs:
         # the step does not go on until this test lets it.
-        seen = run.output()
+        seen = run.output
         assert "STREAM-SECOND" not in seen
         run_id = run.wait_run_id()
         [job] = find_jobs(nomad_client, "TrackStreamFlow", run_id)
@@ -50,12 +51,12 @@ def test_states_are_reported_and_output_streams_while_the_task_runs(
         marker = Path(f"/tmp/mf-nomad-stream-{run_id}")
         marker.touch()
         try:
-            assert run.finish(120) == 0, run.output()
+            assert run.finish(120) == 0, run.output
         finally:
             marker.unlink()
     finally:
         run.finish(5)
-    output = run.output()
+    output = run.output
     [node] = requests.get(f"{nomad_agent.address}/v1/nodes", timeout=10).json()
     order = [
         "Task is queued, waiting for placement...",
@@ -214,26 +215,6 @@ def test_drained_node_fails_the_task_and_stops_the_job(run_flow, nomad_client, d
     assert allocs[0]["DesiredStatus"] == "stop"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _kill_processes_under(directory) -> None:
-    """Nomad executors outlive a killed client (as on a real dead node); end this
-    test's ones: those running in, or started with a path under, its data dir."""
-    for proc_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            cwd = os.readlink(proc_dir / "cwd")
-            cmdline = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if str(directory) in cwd or str(directory) in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc_dir.name), signal.SIGKILL)
-
-
 @pytest.fixture()
 def doomed_client(nomad_agent, tmp_path):
     """A second, client-only agent in its own node pool, that the test can kill -9.
@@ -243,7 +224,7 @@ def doomed_client(nomad_agent, tmp_path):
     """
     data_dir = tmp_path / "doomed-client"
     data_dir.mkdir()
-    http, rpc, serf = _free_port(), _free_port(), _free_port()
+    http, rpc, serf = free_port(), free_port(), free_port()
     config = data_dir / "client.hcl"
     config.write_text(
         f"""
@@ -273,7 +254,7 @@ plugin "raw_exec" {{
 }}
 """
     )
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env = dict(os.environ, PATH=interpreter_path())
     with open(data_dir / "agent.log", "wb") as log:
         proc = subprocess.Popen(
             [nomad_agent.binary, "agent", "-config", str(config)],
@@ -294,11 +275,8 @@ plugin "raw_exec" {{
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        _kill_processes_under(data_dir)
-        with open("/proc/self/mountinfo") as mountinfo:
-            mounts = [line.split()[4] for line in mountinfo]
-        for point in sorted((m for m in mounts if m.startswith(str(data_dir))), reverse=True):
-            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        kill_processes_under(data_dir)
+        unmount_under(data_dir)
 
 
 def test_lost_allocation_fails_the_task_and_stops_the_job(run_flow, nomad_client, doomed_client):

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from metaflow_nomad.jobs import find_jobs
+from metaflow_nomad.api.lookup import find_jobs
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,10 @@ import pytest
 from metaflow.decorators import Decorator
 from metaflow.exception import InvalidDecoratorAttribute
 
-from metaflow_nomad.decorator import NomadDecorator
 from metaflow_nomad.errors import NomadSettingsError, NomadTemplateError
-from metaflow_nomad.jobspec import JobIdentity, TaskLaunch, render_jobspec
+from metaflow_nomad.model import JobIdentity, TaskLaunch
+from metaflow_nomad.plugin.decorator import NomadDecorator
+from metaflow_nomad.render.jobspec import render_jobspec
 from metaflow_nomad.settings import project_defaults_for_step, resolve_step_settings
 
 CPU = (

@@ -1,4 +1,4 @@
 # Registration only; the implementation lives in the metaflow_nomad package.
-STEP_DECORATORS_DESC = [("nomad", "metaflow_nomad.decorator.NomadDecorator")]
-CLIS_DESC = [("nomad", "metaflow_nomad.step_cli.cli")]
-TRAMPOLINE_CLIS_DESC = [("nomad", "metaflow_nomad.step_cli.cli")]
+STEP_DECORATORS_DESC = [("nomad", "metaflow_nomad.plugin.decorator.NomadDecorator")]
+CLIS_DESC = [("nomad", "metaflow_nomad.plugin.nomad_cli.cli")]
+TRAMPOLINE_CLIS_DESC = [("nomad", "metaflow_nomad.plugin.nomad_cli.cli")]

@@ -1,0 +1,109 @@
+"""Find and stop the Nomad jobs of Metaflow runs (``nomad list``, ``nomad kill``,
+and the launcher's no-orphans backstop).
+
+Jobs are found by their predictable ID prefix and confirmed by their ``Meta``;
+they are stopped by exact ID only, so a prefix can never reach someone else's job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from metaflow_nomad.api.client import NomadClient
+from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.errors import NomadClientError
+from metaflow_nomad.model import (
+    META_FLOW_NAME,
+    META_RUN_ID,
+    META_USER,
+    JobIdentity,
+    run_job_prefix,
+)
+
+ACTIVE_STATUSES = ("pending", "running")
+
+
+def default_client(timeout: float = 10, max_attempts: int = 6) -> NomadClient:
+    """A client for the cluster the launcher's settings name."""
+    return NomadClient(
+        ConnectionSettings.from_environment(),
+        timeout=timeout,
+        max_attempts=max_attempts,
+    )
+
+
+def find_jobs(
+    client: NomadClient,
+    flow_name: str,
+    run_id: str | None = None,
+    user: str | None = None,
+    prefix: str | None = None,
+    include_dead: bool = False,
+) -> list[dict]:
+    """Jobs of this flow (optionally one run / one user / one ID prefix), newest first."""
+    search_prefix = prefix or (run_job_prefix(flow_name, run_id) if run_id else "mf-")
+    clauses = [f'Meta["{META_FLOW_NAME}"] == "{_bexpr(flow_name)}"']
+    if run_id:
+        clauses.append(f'Meta["{META_RUN_ID}"] == "{_bexpr(run_id)}"')
+    if user:
+        clauses.append(f'Meta["{META_USER}"] == "{_bexpr(user)}"')
+    jobs = client.list_jobs(prefix=search_prefix, filter_expr=" and ".join(clauses), namespace="*")
+    if not include_dead:
+        jobs = [j for j in jobs if j.get("Status") in ACTIVE_STATUSES]
+    return sorted(jobs, key=lambda j: j.get("SubmitTime", 0), reverse=True)
+
+
+def _bexpr(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def stop_jobs(
+    client: NomadClient, jobs: list[dict], purge: bool, echo: Callable[[str], None]
+) -> int:
+    stopped = 0
+    for job in jobs:
+        try:
+            client.deregister(job["ID"], purge=purge, namespace=job.get("Namespace"))
+            stopped += 1
+            echo(f"Stopped Nomad job {job['ID']}{' (purged)' if purge else ''}.")
+        except NomadClientError as exc:
+            echo(f"Could not stop Nomad job {job['ID']}: {exc}")
+    return stopped
+
+
+def stop_run_jobs(flow_name: str, run_id: str, echo: Callable[[str], None]) -> int:
+    """Stop every still-active job of a run; used when the launcher ends abnormally."""
+    client = default_client(timeout=5, max_attempts=2)
+    try:
+        jobs = find_jobs(client, flow_name, run_id)
+    except NomadClientError as exc:
+        echo(f"Could not list the run's Nomad jobs to stop them: {exc}")
+        return 0
+    return stop_jobs(client, jobs, purge=False, echo=echo)
+
+
+def stop_previous_attempts(
+    client: NomadClient,
+    identity: JobIdentity,
+    namespace: str | None,
+    echo: Callable[[str], None],
+) -> int:
+    """Before a retry, stop earlier attempts' jobs that are still active.
+
+    An attempt's launcher that was SIGKILLed (or OOM-killed) cannot stop its job,
+    and the runtime retries at once.  The earlier jobs are found by their exact ID
+    and stopped only if their Meta says they are this very task.
+    """
+    stopped = 0
+    for attempt in range(identity.attempt):
+        job_id = dataclasses.replace(identity, attempt=attempt).job_id
+        job = client.job(job_id, namespace=namespace)
+        if job is None or job.get("Stop") or job.get("Status") not in ACTIVE_STATUSES:
+            continue
+        if not identity.same_task(JobIdentity.from_meta(job.get("Meta"))):
+            continue
+        client.deregister(job_id, namespace=job.get("Namespace"))
+        stopped += 1
+        echo(f"Stopped Nomad job {job_id} (a previous attempt whose launcher died).")
+    return stopped

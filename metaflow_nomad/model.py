@@ -1,0 +1,121 @@
+"""The domain model every stage shares: a task attempt's ids, its job ID and Meta,
+what the task runs, and where it finds TLS material.
+
+Plain data with no Metaflow or Nomad imports, so that any stage can use it
+without importing a later one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+TASK_NAME = "metaflow"
+
+# Job Meta keys.  Nomad gives them to the task as NOMAD_META_<KEY>, upper-cased,
+# dots kept (``task_meta_env``).
+META_FLOW_NAME = "metaflow.flow_name"
+META_RUN_ID = "metaflow.run_id"
+META_STEP_NAME = "metaflow.step_name"
+META_TASK_ID = "metaflow.task_id"
+META_ATTEMPT = "metaflow.attempt"
+META_USER = "metaflow.user"
+META_TEMPLATE = "metaflow.template"
+META_TEMPLATE_VERSION = "metaflow.template_version"
+META_TEMPLATE_SHA256 = "metaflow.template_sha256"
+
+_ID_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def task_meta_env(meta_key: str) -> str:
+    """The variable under which a task sees a job Meta key."""
+    return "NOMAD_META_" + meta_key.upper()
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """The Metaflow ids of one task attempt; a job's Meta records them."""
+
+    flow_name: str
+    run_id: str
+    step_name: str
+    task_id: str
+    attempt: int
+    user: str
+
+    def to_meta(self) -> dict[str, str]:
+        return {
+            META_FLOW_NAME: self.flow_name,
+            META_RUN_ID: self.run_id,
+            META_STEP_NAME: self.step_name,
+            META_TASK_ID: self.task_id,
+            META_ATTEMPT: str(self.attempt),
+            META_USER: self.user,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, str] | None) -> JobIdentity | None:
+        """The identity a job's Meta records, or None for a job that is not a task's."""
+        meta = meta or {}
+        try:
+            return cls(
+                flow_name=meta[META_FLOW_NAME],
+                run_id=meta[META_RUN_ID],
+                step_name=meta[META_STEP_NAME],
+                task_id=meta[META_TASK_ID],
+                attempt=int(meta.get(META_ATTEMPT) or 0),
+                user=meta.get(META_USER, ""),
+            )
+        except (KeyError, ValueError):
+            return None
+
+    def same_task(self, other: JobIdentity | None) -> bool:
+        """The same task of the same run, whatever the attempt."""
+        return other is not None and (
+            self.flow_name,
+            self.run_id,
+            self.step_name,
+            self.task_id,
+        ) == (other.flow_name, other.run_id, other.step_name, other.task_id)
+
+    @property
+    def label(self) -> str:
+        return f"{self.run_id}/{self.step_name}/{self.task_id}"
+
+    @property
+    def job_id(self) -> str:
+        """A predictable, unique-per-attempt job ID: run prefix + step + task + attempt."""
+        return (
+            run_job_prefix(self.flow_name, self.run_id)
+            + f"{_id_part(self.step_name, 40)}-{_id_part(self.task_id, 40)}-{self.attempt}"
+        )
+
+
+def _id_part(value: str, limit: int) -> str:
+    return _ID_UNSAFE.sub("-", value.lower()).strip("-")[:limit] or "x"
+
+
+def run_job_prefix(flow_name: str, run_id: str) -> str:
+    """Every job of a run starts with this; `nomad list/kill --run-id` rely on it."""
+    return f"mf-{_id_part(flow_name, 40)}-{_id_part(run_id, 40)}-"
+
+
+@dataclass(frozen=True)
+class TaskLaunch:
+    """What the task runs: a bash script and its environment (values are literal)."""
+
+    script: str
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """Where tasks find the cluster's CA and a client certificate (on the client node)."""
+
+    address: str
+    source_dir: str
+    task_dir: str
+    ca_file: str = "ca.pem"
+    cert_file: str = "client.pem"
+    key_file: str = "client-key.pem"

@@ -1,0 +1,1 @@
+"""Metaflow's entry points: the ``@nomad`` decorator and the command-line interfaces."""

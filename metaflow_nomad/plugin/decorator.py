@@ -1,0 +1,230 @@
+"""The ``@nomad`` step decorator.
+
+This module is imported in all three Metaflow processes (launcher, ``nomad
+step`` trampoline and the task on Nomad), so it imports nothing heavy: Jinja,
+python-nomad and requests are loaded only where a job is rendered or submitted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from metaflow.decorators import StepDecorator
+from metaflow.metadata_provider import MetaDatum
+from metaflow.metadata_provider.util import sync_local_metadata_to_datastore
+from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
+from metaflow.sidecar import Sidecar
+
+from metaflow_nomad.config import (
+    WORKLOAD_ENV,
+    flow_directory,
+    read_config,
+)
+from metaflow_nomad.errors import NomadException
+from metaflow_nomad.model import (
+    META_TEMPLATE,
+    META_TEMPLATE_SHA256,
+    META_TEMPLATE_VERSION,
+    task_meta_env,
+)
+from metaflow_nomad.plugin.packaging import shipped_modules
+from metaflow_nomad.plugin.step_settings import (
+    check_step,
+    conda_environment_problem,
+    load_project_file,
+    resolve_for_step,
+)
+from metaflow_nomad.settings import DECORATOR_ATTRIBUTES, StepSettings
+
+
+class NomadDecorator(StepDecorator):
+    """
+    Run this step as a Nomad batch job.
+
+    Parameters
+    ----------
+    image : str, optional
+        Container image (docker driver). Default: METAFLOW_NOMAD_DEFAULT_IMAGE or
+        python:<major>.<minor> of the launching interpreter.
+    driver : str, optional
+        docker (default), exec or raw_exec. Default: METAFLOW_NOMAD_DRIVER.
+    region, datacenters, node_pool, nomad_namespace, priority
+        Where the job is placed.
+    constraints : list[dict], optional
+        Nomad constraints: [{"attribute": ..., "operator": ..., "value": ...}].
+    cpu : number, optional
+        Below 100: vCPUs (converted at METAFLOW_NOMAD_MHZ_PER_VCPU, default 1000 MHz);
+        100 or more: MHz.
+    memory, disk : int, optional
+        MB.
+    gpu : int, optional
+        Number of "<gpu_vendor>/gpu" devices.
+    env, meta : dict, optional
+        Extra task environment and job Meta.
+    template : str, optional
+        A template name or path (see nomad_templates/README.md).
+    pending_timeout : number, optional
+        Seconds a task may wait for placement before it fails.
+    """
+
+    name = "nomad"
+    defaults = dict(DECORATOR_ATTRIBUTES)
+    supports_conda_environment = True
+    target_platform = "linux-64"
+
+    package_url = None
+    package_sha = None
+    package_metadata = None
+    run_time_limit = None
+    _init_error = None
+    _settings = None
+    project_values: dict = {}
+
+    def step_init(self, flow, graph, step, decos, environment, flow_datastore, logger):
+        self.logger = logger
+        self.environment = environment
+        self.step = step
+        self.flow_datastore = flow_datastore
+        if WORKLOAD_ENV in os.environ:
+            # Inside the task: everything below was checked by the launcher.
+            return
+        # step_init also runs for `show`, `logs`, `nomad list`...: a bad setting must
+        # not break those, so the error is kept and raised when a task is launched
+        # (runtime_init, before anything is submitted) or by the trampoline.
+        self._init_error = None
+        problem = conda_environment_problem(step, decos, flow_datastore.TYPE)
+        if problem:
+            # Not deferred: Metaflow solves @pypi/@conda environments while it builds
+            # the code package, after step_init but before runtime_init.
+            raise NomadException(problem)
+        try:
+            config = read_config()
+            check_step(step, decos, flow_datastore, config)
+            from metaflow.plugins.timeout_decorator import get_run_time_limit_for_task
+
+            self.run_time_limit = get_run_time_limit_for_task(decos)
+            flow_dir = flow_directory()
+            document = load_project_file(flow_dir)
+            self.project_values = document.get("values") or {}
+            self._settings = resolve_for_step(step, decos, self, flow_dir, document, config)
+        except NomadException as exc:
+            self._init_error = exc
+
+    @property
+    def settings(self) -> StepSettings:
+        if self._init_error is not None:
+            raise self._init_error
+        return self._settings
+
+    def package_init(self, flow, step_name, environment):
+        try:
+            import jinja2  # noqa: F401
+            import nomad  # noqa: F401
+        except ImportError as exc:
+            raise NomadException(
+                f"@nomad needs the package {exc.name!r}: "
+                f"{sys.executable} -m pip install metaflow-nomad"
+            ) from None
+
+    def add_to_package(self):
+        # The task on Nomad imports this decorator; ship the library in the code
+        # package so images need no metaflow-nomad install.
+        from metaflow.packaging_sys import ContentType
+
+        for path, arcname in shipped_modules():
+            yield path, arcname, ContentType.CODE_CONTENT
+
+    def runtime_init(self, flow, graph, package, run_id):
+        self.settings  # noqa: B018 - raises the step's setting error before any launch
+        self.flow = flow
+        self.package = package
+        self.run_id = run_id
+
+    def runtime_task_created(
+        self, task_datastore, task_id, split_index, input_paths, is_cloned, ubf_context
+    ):
+        if not is_cloned:
+            self._save_package_once(self.flow_datastore, self.package)
+
+    def runtime_step_cli(self, cli_args, retry_count, max_user_code_retries, ubf_context):
+        # After the user code's retries are spent, @catch's fallback runs locally.
+        if retry_count <= max_user_code_retries:
+            cli_args.commands = ["nomad", "step"]
+            cli_args.command_args.extend(
+                [self.package_metadata, self.package_sha, self.package_url]
+            )
+            cli_args.command_options["run-time-limit"] = self.run_time_limit
+            cli_args.entrypoint[0] = sys.executable
+
+    def runtime_finished(self, exception):
+        """Backstop for the no-orphans rule: stop any job of this run still alive."""
+        if exception is None or not getattr(self, "run_id", None):
+            return
+        from metaflow_nomad.api.lookup import stop_run_jobs
+
+        stop_run_jobs(self.flow.name, self.run_id, echo=print)
+
+    def task_pre_step(
+        self,
+        step_name,
+        task_datastore,
+        metadata,
+        run_id,
+        task_id,
+        flow,
+        graph,
+        retry_count,
+        max_retries,
+        ubf_context,
+        inputs,
+    ):
+        self.metadata = metadata
+        self.task_datastore = task_datastore
+        if WORKLOAD_ENV not in os.environ:
+            return
+        # Nomad 1.6 gives a task no variable with its node name (the launcher
+        # registers it); job Meta arrives as NOMAD_META_<KEY>, upper-cased, dots kept.
+        fields = {
+            "nomad-job-id": os.environ.get("NOMAD_JOB_ID"),
+            "nomad-alloc-id": os.environ.get("NOMAD_ALLOC_ID"),
+            "nomad-datacenter": os.environ.get("NOMAD_DC"),
+            "nomad-namespace": os.environ.get("NOMAD_NAMESPACE"),
+            "nomad-region": os.environ.get("NOMAD_REGION"),
+            "nomad-template": os.environ.get(task_meta_env(META_TEMPLATE)),
+            "nomad-template-version": os.environ.get(task_meta_env(META_TEMPLATE_VERSION)),
+            "nomad-template-sha256": os.environ.get(task_meta_env(META_TEMPLATE_SHA256)),
+        }
+        metadata.register_metadata(
+            run_id,
+            step_name,
+            task_id,
+            [
+                MetaDatum(field=k, value=v, type=k, tags=[f"attempt_id:{retry_count}"])
+                for k, v in fields.items()
+                if v
+            ],
+        )
+        self._save_logs_sidecar = Sidecar("save_logs_periodically")
+        self._save_logs_sidecar.start()
+
+    def task_finished(self, step_name, flow, graph, is_task_ok, retry_count, max_retries):
+        if WORKLOAD_ENV not in os.environ:
+            return
+        if (
+            getattr(self, "metadata", None) is not None
+            and self.metadata.TYPE == "local"
+            and self.task_datastore.TYPE != "local"
+        ):
+            sync_local_metadata_to_datastore(DATASTORE_LOCAL_DIR, self.task_datastore)
+        sidecar = getattr(self, "_save_logs_sidecar", None)
+        if sidecar is not None:
+            sidecar.terminate()
+
+    @classmethod
+    def _save_package_once(cls, flow_datastore, package):
+        if cls.package_url is None:
+            cls.package_url, cls.package_sha = flow_datastore.save_data([package.blob], len_hint=1)[
+                0
+            ]
+            cls.package_metadata = package.package_metadata

@@ -1,0 +1,114 @@
+"""``python flow.py nomad render STEP``: the jobspec a step would submit, and nothing sent.
+
+It takes the same options as ``nomad step`` and goes through the same
+``prepare_job``; without them it uses placeholder ids and package, which is what
+a human usually wants to see.
+"""
+
+from __future__ import annotations
+
+import json
+
+from metaflow._vendor import click
+
+from metaflow_nomad.plugin.step_options import step_options
+
+PREVIEW_RUN_ID = "render-preview"
+PREVIEW_TASK_ID = "1"
+
+
+@click.command(
+    help="Print the jobspec a step would submit (HCL or parsed Job JSON). Submits nothing."
+)
+@click.argument("step-name")
+@click.option("--format", "output_format", type=click.Choice(["hcl", "json"]), default="hcl")
+@click.option("--offline", is_flag=True, default=False, help="No cluster: HCL syntax check only.")
+@click.option("--values", "values_file", default=None, help="A metaflow_nomad.yaml-like file.")
+@click.option("--code-package-url", default=None, hidden=True)
+@click.option("--code-package-sha", default="preview-package", hidden=True)
+@click.option("--code-package-metadata", default=None, hidden=True)
+@step_options
+@click.pass_context
+def render(
+    ctx,
+    step_name,
+    output_format,
+    offline,
+    values_file,
+    code_package_url,
+    code_package_sha,
+    code_package_metadata,
+    **kwargs,
+):
+    from metaflow_nomad.api.connection import ConnectionSettings
+    from metaflow_nomad.api.lookup import default_client
+    from metaflow_nomad.render.jobspec import check_offline, parse_jobspec
+    from metaflow_nomad.render.pipeline import StepInvocation, prepare_job
+
+    obj = ctx.obj
+    settings, values = _settings_override(obj, step_name, values_file)
+    kwargs["run_id"] = kwargs["run_id"] or PREVIEW_RUN_ID
+    kwargs["task_id"] = kwargs["task_id"] or PREVIEW_TASK_ID
+    invocation = StepInvocation(
+        obj=obj,
+        top_level_params=ctx.parent.parent.params,
+        step_name=step_name,
+        step_options=kwargs,
+        code_package={
+            "url": code_package_url
+            or f"{obj.flow_datastore.datastore_root}/{obj.flow.name}/data/pr/preview-package",
+            "sha": code_package_sha,
+            "metadata": code_package_metadata
+            or json.dumps({"version": 0, "archive_format": "tgz", "mfcontent_version": 1}),
+        },
+    )
+    if offline:
+        _, rendered = prepare_job(
+            invocation, ConnectionSettings.from_environment(), settings, values
+        )
+        check_offline(rendered.hcl)
+        click.echo(rendered.hcl if output_format == "hcl" else _offline_json(rendered.hcl))
+        click.echo(
+            "# offline: HCL syntax checked with python-hcl2 only; the cluster's parser "
+            "was not consulted.",
+            err=True,
+        )
+        return
+    client = default_client()
+    _, rendered = prepare_job(invocation, client.settings, settings, values)
+    job = parse_jobspec(rendered, client)
+    click.echo(
+        rendered.hcl if output_format == "hcl" else json.dumps(job, indent=2, sort_keys=True)
+    )
+    click.echo(
+        f"# parsed by the cluster's /v1/jobs/parse; job {rendered.job_id} was NOT submitted.",
+        err=True,
+    )
+
+
+def _settings_override(obj, step_name: str, values_file: str | None):
+    """Check the step, and resolve ``--values`` in place of the project file."""
+    from metaflow_nomad.config import flow_directory
+    from metaflow_nomad.plugin.step_settings import resolve_for_step
+    from metaflow_nomad.render.pipeline import find_nomad_decorator, load_values_file
+
+    if step_name not in obj.graph:
+        raise click.UsageError(
+            f"Step {step_name!r} is not in flow {obj.flow.name}: "
+            + ", ".join(node.name for node in obj.graph)
+        )
+    deco = find_nomad_decorator(obj.flow, step_name)
+    if deco is None:
+        raise click.UsageError(f"Step {step_name!r} has no @nomad. Add it, or pass --with nomad.")
+    if not values_file:
+        return None, None
+    document = load_values_file(values_file)
+    values = document.pop("values", None) or {}
+    step_decos = getattr(obj.flow, step_name).decorators
+    return resolve_for_step(step_name, step_decos, deco, flow_directory(), document), values
+
+
+def _offline_json(hcl: str) -> str:
+    import hcl2
+
+    return json.dumps(hcl2.loads(hcl), indent=2, sort_keys=True)

@@ -1,0 +1,122 @@
+"""A step's Nomad settings from its decorators, the project file and configuration,
+and the checks a step must pass before anything of it is launched."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from metaflow_nomad.config import (
+    is_truthy,
+    read_config,
+    read_standard_env,
+    secret_env_problem,
+)
+from metaflow_nomad.errors import NomadException
+from metaflow_nomad.settings import (
+    StepSettings,
+    project_defaults_for_step,
+    resolve_step_settings,
+)
+
+PROJECT_FILE = "metaflow_nomad.yaml"
+CONFLICTING_DECORATORS = ("kubernetes", "batch", "slurm", "parallel")
+
+
+def user_set_attributes(deco) -> dict:
+    """The attributes a user actually set on a decorator (not its defaults)."""
+    names = getattr(deco, "_user_defined_attributes", None)
+    if names is None:
+        names = [k for k, v in deco.attributes.items() if v is not None]
+    return {k: deco.attributes[k] for k in names if deco.attributes.get(k) is not None}
+
+
+@lru_cache(maxsize=8)
+def load_project_file(flow_dir: str) -> dict:
+    """``metaflow_nomad.yaml`` from the flow's directory or the nearest parent.
+
+    Cached: every @nomad step's ``step_init`` asks for it, in every process.
+    Callers only read the returned mapping.
+    """
+    for directory in (Path(flow_dir), *Path(flow_dir).parents):
+        candidate = directory / PROJECT_FILE
+        if candidate.is_file():
+            import yaml
+
+            document = yaml.safe_load(candidate.read_text()) or {}
+            if not isinstance(document, dict):
+                raise NomadException(f"{candidate}: expected a mapping at the top level.")
+            return document
+        if (directory / ".git").exists():
+            break
+    return {}
+
+
+def conda_environment_problem(step_name: str, decos, datastore_type: str) -> str | None:
+    """Why a @pypi/@conda step cannot run on Nomad with this datastore, or None.
+
+    Metaflow solves the environment on the launcher, caches its packages in the
+    datastore and has each task fetch them with micromamba.  With the local
+    datastore nothing is cached, so the task would fail late and obscurely.
+    """
+    envs = [d for d in decos if d.name in ("conda", "pypi") and not d.attributes.get("disabled")]
+    if not envs or datastore_type != "local":
+        return None
+    return (
+        f"Step '{step_name}': @{envs[0].name} with @nomad needs a remote datastore "
+        "(--datastore=s3; S3-compatible endpoints work through METAFLOW_S3_ENDPOINT_URL). "
+        "Metaflow caches the solved packages there and each Nomad task downloads them. "
+        "The launcher also needs micromamba (on PATH, or reachable at micro.mamba.pm) and "
+        "access to the package channels; the task's image or client node needs bash, "
+        "Python with boto3, and micromamba on PATH or HTTPS access to micro.mamba.pm."
+    )
+
+
+def resolve_for_step(
+    step_name: str,
+    decos,
+    nomad_deco,
+    flow_dir: str,
+    project_document: dict | None = None,
+    config: dict | None = None,
+) -> StepSettings:
+    """Resolve settings for a step from its decorators and the current configuration."""
+    resources = next((d for d in decos if d.name == "resources"), None)
+    document = load_project_file(flow_dir) if project_document is None else project_document
+    return resolve_step_settings(
+        step_name,
+        user_set_attributes(nomad_deco),
+        user_set_attributes(resources) if resources else {},
+        config=read_config() if config is None else config,
+        project_defaults=project_defaults_for_step(document, step_name),
+        standard_env=read_standard_env(),
+    )
+
+
+def check_step(step: str, decos, flow_datastore, config: dict) -> None:
+    """What must hold before any task of this step is launched on Nomad."""
+    for deco in decos:
+        if deco.name == "environment":
+            problem = secret_env_problem(deco.attributes.get("vars") or {})
+            if problem:
+                raise NomadException(
+                    f"Step '{step}': @environment sets a credential, but with @nomad there "
+                    f"must be {problem}."
+                )
+        if deco.name in CONFLICTING_DECORATORS:
+            raise NomadException(
+                f"Step '{step}': @nomad cannot be combined with @{deco.name}. Remove one of them."
+            )
+    if flow_datastore.TYPE != "local":
+        return
+    if not is_truthy(config.get("NOMAD_SHARED_FILESYSTEM")):
+        raise NomadException(
+            f"Step '{step}': @nomad with the local datastore needs the Nomad tasks to "
+            "see the datastore root at the same absolute path. If they do (a local "
+            "agent, or a shared filesystem), set METAFLOW_NOMAD_SHARED_FILESYSTEM=1. "
+            "Otherwise use --datastore=s3 (S3-compatible endpoints work through "
+            "METAFLOW_S3_ENDPOINT_URL)."
+        )
+    if not os.path.isabs(flow_datastore.datastore_root or ""):
+        raise NomadException(f"Step '{step}': the local datastore root must be an absolute path.")

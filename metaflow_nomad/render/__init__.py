@@ -1,0 +1,1 @@
+"""Stage 2: settings and a task launch -> template context -> HCL -> parsed Job JSON."""

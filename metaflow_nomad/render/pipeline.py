@@ -1,0 +1,143 @@
+"""Everything between "a step is about to run" and "here is its rendered job".
+
+Both the trampoline (``nomad step``) and ``metaflow-nomad render`` call
+``prepare_job``, so what ``render`` prints is what a step submits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from metaflow import util
+
+from metaflow_nomad.api.connection import ConnectionSettings, task_tls_material
+from metaflow_nomad.config import flow_directory, read_config
+from metaflow_nomad.errors import NomadException
+from metaflow_nomad.model import JobIdentity
+from metaflow_nomad.render.bootstrap import build_task_launch, split_input_paths, task_environment
+from metaflow_nomad.render.jobspec import RenderedJob, render_jobspec
+from metaflow_nomad.settings import StepSettings
+
+
+@dataclass(frozen=True)
+class StepInvocation:
+    """One ``step`` command as Metaflow's runtime issues it.
+
+    ``obj`` is Metaflow's CLI context object (flow, graph, environment,
+    datastore); ``top_level_params`` are the flow CLI's own options and
+    ``step_options`` those of the top-level ``step`` command.
+    """
+
+    obj: Any
+    top_level_params: Mapping[str, Any]
+    step_name: str
+    step_options: Mapping[str, Any]
+    code_package: Mapping[str, str]
+
+    @property
+    def identity(self) -> JobIdentity:
+        return JobIdentity(
+            flow_name=self.obj.flow.name,
+            run_id=str(self.step_options["run_id"]),
+            step_name=self.step_name,
+            task_id=str(self.step_options["task_id"]),
+            attempt=int(self.step_options.get("retry_count") or 0),
+            user=util.get_username(),
+        )
+
+
+def find_nomad_decorator(flow, step_name: str):
+    """The step's @nomad decorator instance (static or from --with), or None."""
+    return next((d for d in getattr(flow, step_name).decorators if d.name == "nomad"), None)
+
+
+def load_values_file(path: str) -> dict:
+    """A ``--values`` file: the same schema as metaflow_nomad.yaml."""
+    import yaml
+
+    with open(path) as handle:
+        document = yaml.safe_load(handle) or {}
+    if not isinstance(document, dict):
+        raise NomadException(f"{path}: expected a mapping at the top level.")
+    return document
+
+
+def step_user_env(node) -> dict[str, str]:
+    """The flow file name plus any ``@environment`` vars of the step."""
+    env = {"METAFLOW_FLOW_FILENAME": os.path.basename(sys.argv[0])}
+    for deco in node.decorators:
+        if deco.name == "environment":
+            env.update({k: str(v) for k, v in deco.attributes["vars"].items()})
+    return env
+
+
+def prepare_job(
+    invocation: StepInvocation,
+    connection: ConnectionSettings,
+    settings: StepSettings | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> tuple[StepSettings, RenderedJob]:
+    """Render the step's job exactly as ``nomad step`` submits it (nothing is sent).
+
+    ``settings`` and ``values`` default to what the step's @nomad resolved;
+    ``render --values`` passes its own.
+    """
+    deco = find_nomad_decorator(invocation.obj.flow, invocation.step_name)
+    settings = settings or deco.settings
+    values = deco.project_values if values is None else values
+    config = read_config()
+    tls = task_tls_material(connection, config.get("NOMAD_TASK_TLS_DIR"), settings.driver)
+    return settings, render_step_job(invocation, settings, config, tls, values)
+
+
+def render_step_job(
+    invocation: StepInvocation,
+    settings: StepSettings,
+    config: Mapping[str, str],
+    tls=None,
+    values: Mapping[str, Any] | None = None,
+) -> RenderedJob:
+    """Build the task's command and env, and render its job."""
+    obj = invocation.obj
+    identity = invocation.identity
+    step_options = dict(invocation.step_options)
+    step_options["input_paths"], input_env = split_input_paths(step_options.get("input_paths"))
+    step_options.pop("ubf_context", None)
+    executable = obj.environment.executable(identity.step_name, config.get("NOMAD_PYTHON"))
+    step_cli = "{entry} {top} step {step} {args}".format(
+        entry=f"{executable} -u {os.path.basename(sys.argv[0])}",
+        top=" ".join(util.dict_to_cli_options(invocation.top_level_params)),
+        step=identity.step_name,
+        args=" ".join(util.dict_to_cli_options(step_options)),
+    )
+    datastore = obj.flow_datastore
+    env = task_environment(
+        identity,
+        invocation.code_package,
+        datastore.TYPE,
+        step_user_env(obj.graph[identity.step_name]),
+        input_env,
+        os.environ,
+    )
+    launch = build_task_launch(
+        obj.environment,
+        identity,
+        step_cli,
+        invocation.code_package,
+        datastore.TYPE,
+        datastore.datastore_root,
+        env,
+    )
+    return render_jobspec(
+        settings,
+        identity,
+        launch,
+        flow_dir=flow_directory(),
+        templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
+        tls=tls,
+        values=values,
+    )

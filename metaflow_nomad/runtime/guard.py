@@ -1,0 +1,83 @@
+"""The no-orphans guard: a submitted job never outlives its launcher."""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import sys
+from collections.abc import Callable
+
+from metaflow_nomad.errors import NomadException, NomadJobKilled
+
+
+class JobGuard:
+    """Stops the watched job on SIGINT, SIGTERM, SIGHUP, crash or exit.
+
+    Python skips atexit on SIGTERM, and Metaflow's runtime SIGKILLs trampolines 5 s
+    after Ctrl-C, so the handlers stop the job first and exit right after.  If the
+    runtime itself dies silently (kill -9, the OOM killer), Linux sends SIGTERM.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, client, echo: Callable[[str], None]):
+        self._client = client
+        self._echo = echo
+        self._job_id: str | None = None
+        self._namespace: str | None = None
+        self._released = False
+
+    def __enter__(self) -> JobGuard:
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+        atexit.register(self.stop)
+        _signal_when_parent_dies(signal.SIGTERM)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        atexit.unregister(self.stop)
+
+    def watch(self, job_id: str, namespace: str | None) -> None:
+        """From now on, ``job_id`` is stopped when the launcher ends without a verdict.
+
+        Called before the job is registered, so that a signal during registration
+        still stops it (deregistering an unknown ID is harmless).
+        """
+        self._job_id = job_id
+        self._namespace = namespace
+
+    def release(self) -> None:
+        """The job ended by itself: nothing is left to stop."""
+        self._released = True
+
+    def _on_signal(self, signum, frame):
+        name = signal.Signals(signum).name
+        self.stop(reason=f"received {name}")
+        raise NomadJobKilled(f"The launcher received {name}; job stopped.")
+
+    def stop(self, reason: str = "the launcher is exiting") -> None:
+        if self._job_id is None or self._released:
+            return
+        self._released = True
+        try:
+            self._client.deregister(self._job_id, namespace=self._namespace, timeout=3)
+            self._echo(f"Stopped Nomad job {self._job_id} ({reason}).")
+        except NomadException as exc:
+            self._echo(f"Could not stop Nomad job {self._job_id}: {exc}")
+
+
+def _signal_when_parent_dies(signum: int) -> None:
+    """Ask Linux for ``signum`` when the runtime that started us exits (PR_SET_PDEATHSIG).
+
+    A runtime killed with SIGKILL runs no cleanup at all, so this is the only
+    automatic way its jobs get stopped; elsewhere ``nomad kill`` is the remedy.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum))

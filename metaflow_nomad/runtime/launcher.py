@@ -1,0 +1,159 @@
+"""One task attempt on Nomad, from a rendered job to a verdict.
+
+``TaskLauncher`` submits the job (through the cluster's parser), waits for its
+placement, streams its logs while it runs and turns how it ended into success
+or an exception that Metaflow's runtime understands: ``NomadJobFailed`` is
+retried by ``@retry``, ``NomadJobKilled`` is not.  It owns the no-orphans guard,
+so no path out of it leaves the job running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from metaflow_nomad.errors import NomadJobFailed, NomadJobKilled
+from metaflow_nomad.model import TASK_NAME
+from metaflow_nomad.render.jobspec import RenderedJob, parse_jobspec
+from metaflow_nomad.runtime.guard import JobGuard
+from metaflow_nomad.runtime.logs import get_tailer, raw_log_tail, stream_logs
+from metaflow_nomad.runtime.outcome import TaskOutcome
+from metaflow_nomad.runtime.tracking import JobTracker
+from metaflow_nomad.settings import StepSettings
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TaskLogs:
+    """Where the task's mflog-captured output lands in the datastore."""
+
+    stdout_url: str
+    stderr_url: str
+    datastore_type: str
+
+
+class TaskLauncher:
+    """Submit -> wait for placement -> stream -> verdict, for one rendered job."""
+
+    def __init__(
+        self,
+        client,
+        rendered: RenderedJob,
+        settings: StepSettings,
+        echo: Echo,
+        echo_log: Callable[..., None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._client = client
+        self._rendered = rendered
+        self._settings = settings
+        self._echo = echo
+        self._echo_log = echo_log
+        self._clock = clock
+        self._guard = JobGuard(client, echo)
+        self._namespace: str | None = None
+
+    def __enter__(self) -> TaskLauncher:
+        self._guard.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._guard.__exit__(*exc)
+
+    def submit(self) -> None:
+        """Parse the job through the cluster, then register it with its HCL source."""
+        job = parse_jobspec(self._rendered, self._client)
+        s = self._settings
+        self._echo(
+            f"Submitting job {self._rendered.job_id} ({s.driver}, {s.describe_resources()}, "
+            f"template {self._rendered.template.name})."
+        )
+        self._namespace = job.get("Namespace")
+        self._guard.watch(self._rendered.job_id, self._namespace)
+        self._client.register(job, source=self._rendered.hcl)
+
+    def abandon(self, reason: str) -> None:
+        """Stop the job now (a failed submission, an error in the launcher)."""
+        self._guard.stop(reason=reason)
+
+    def follow(
+        self,
+        run_time_limit: float,
+        logs: TaskLogs,
+        on_started: Callable[[dict], None] | None = None,
+    ) -> None:
+        """Follow the job to its end while streaming its logs; raise unless it succeeded.
+
+        ``run_time_limit`` (from @timeout) is enforced inside the task; the launcher
+        is only the backstop for a task that cannot stop itself, so it counts from
+        the moment the task runs and allows some grace for the task's own timeout.
+        ``on_started`` receives the allocation once the task runs.
+        """
+        tracker = self._start_tracker()
+        if not tracker.wait_started(self._settings.pending_timeout):
+            self._fail_pending(tracker)
+        if on_started is not None and tracker.allocation:
+            on_started(tracker.allocation)
+        grace = min(60.0, 5 + run_time_limit * 0.1)
+        stream_logs(
+            get_tailer(logs.stdout_url, logs.datastore_type),
+            get_tailer(logs.stderr_url, logs.datastore_type),
+            self._echo_log,
+            tracker.wait_finished,
+            self._clock() + run_time_limit + grace,
+            clock=self._clock,
+        )
+        if tracker.final_report:
+            self._echo(tracker.final_report)
+        if not tracker.finished:
+            self._guard.stop(reason="run time limit")
+            raise NomadJobFailed(
+                f"The task ran past its time limit of {run_time_limit}s (@timeout) and did "
+                f"not stop itself within {grace:g}s more, so the launcher stopped job "
+                f"{self._rendered.job_id}."
+            )
+        self._give_verdict(tracker.outcome())
+
+    def _start_tracker(self) -> JobTracker:
+        s = self._settings
+        placement = f"datacenters={list(s.datacenters)}"
+        if s.node_pool:
+            placement += f", node_pool={s.node_pool}"
+        if s.region:
+            placement += f", region={s.region}"
+        return JobTracker(
+            self._client,
+            self._rendered.job_id,
+            TASK_NAME,
+            self._echo,
+            namespace=self._namespace,
+            memory_mb=s.memory,
+            placement=placement,
+            clock=self._clock,
+        ).start()
+
+    def _fail_pending(self, tracker: JobTracker) -> None:
+        reason = tracker.pending_reason or "the scheduler has not placed it yet"
+        self._guard.stop(reason="pending timeout")
+        raise NomadJobFailed(
+            f"The task was still pending after {self._settings.pending_timeout:g}s "
+            f"(pending_timeout), so job {self._rendered.job_id} was stopped: {reason}"
+        )
+
+    def _give_verdict(self, outcome: TaskOutcome) -> None:
+        if outcome.succeeded:
+            self._guard.release()
+            return
+        self._guard.stop(reason=f"task {outcome.status}")
+        raw = raw_log_tail(self._client, outcome.alloc_id, TASK_NAME) if outcome.alloc_id else ""
+        if raw:
+            self._echo(raw)
+        message = (
+            f"Step failed on Nomad (job {self._rendered.job_id}, allocation "
+            f"{(outcome.alloc_id or '-')[:8]}): {outcome.message or outcome.status}."
+        )
+        if outcome.stopped_from_outside:
+            raise NomadJobKilled(message)
+        raise NomadJobFailed(message + " This could be a transient error. Use @retry to retry.")

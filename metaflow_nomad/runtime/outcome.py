@@ -1,0 +1,170 @@
+"""What a task's allocation and evaluations say, in words for the user.
+
+Pure functions of Nomad's JSON: the verdict of an attempt (exit code, signal, OOM,
+stopped from outside, lost) and why a task cannot be placed.  No I/O, so every
+case is unit-tested with recorded API answers.
+"""
+
+from __future__ import annotations
+
+import signal as signals
+from dataclasses import dataclass
+
+TERMINAL_CLIENT_STATUS = {"complete", "failed", "lost", "unknown"}
+SIGKILL = 9
+FATAL_EVENTS = {
+    "Driver Failure",
+    "Setup Failure",
+    "Failed Validation",
+    "Failed Artifact Download",
+    "Task hook failed",
+}
+
+
+@dataclass
+class TaskOutcome:
+    # complete | failed | lost | unknown | migrated | stopped
+    status: str
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    message: str = ""
+    alloc_id: str | None = None
+    node_name: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "complete" and (self.exit_code or 0) == 0
+
+    @property
+    def stopped_from_outside(self) -> bool:
+        """Someone stopped the job (``nomad job stop``, another launcher): do not retry."""
+        return self.status == "stopped"
+
+
+def describe_placement_failure(
+    evaluations: list[dict], memory_mb: int | None = None, placement: str | None = None
+) -> str | None:
+    """Plain-words reason from the newest evaluation's FailedTGAllocs metrics.
+
+    ``placement`` names what the job asked for (datacenters, node pool), because
+    the metrics of a job that matches no node at all are empty.
+    """
+    for evaluation in sorted(evaluations, key=lambda e: e.get("CreateIndex", 0), reverse=True):
+        failed = evaluation.get("FailedTGAllocs") or {}
+        for group, metric in failed.items():
+            return _describe_metric(group, metric, memory_mb, placement)
+        if evaluation.get("Status") == "failed":
+            return (
+                f"the scheduler failed to evaluate the job: {evaluation.get('StatusDescription')}"
+            )
+    return None
+
+
+def _describe_metric(group: str, metric: dict, memory_mb: int | None, placement: str | None) -> str:
+    evaluated = metric.get("NodesEvaluated", 0)
+    reasons = []
+    if evaluated == 0:
+        asked = f" ({placement})" if placement else ""
+        reasons.append(
+            f"no ready client node is in the requested datacenters and node pool{asked}; "
+            "check `datacenters`, `node_pool` and `region`"
+        )
+    for constraint, count in sorted((metric.get("ConstraintFiltered") or {}).items()):
+        if constraint.startswith("missing drivers"):
+            reasons.append(f"{count} of {evaluated} node(s) lack a healthy driver for the task")
+        elif constraint.startswith("missing devices") or "device" in constraint:
+            reasons.append(
+                f"{count} of {evaluated} node(s) lack the requested device ({constraint})"
+            )
+        else:
+            reasons.append(
+                f"{count} of {evaluated} node(s) were filtered out by constraint `{constraint}`"
+            )
+    for dimension, count in sorted((metric.get("DimensionExhausted") or {}).items()):
+        hint = ""
+        if dimension == "memory" and memory_mb:
+            hint = f" (requested {memory_mb} MB)"
+        reasons.append(f"{count} node(s) do not have enough free {dimension}{hint}")
+    if metric.get("NodesExhausted") and not metric.get("DimensionExhausted"):
+        reasons.append(f"{metric['NodesExhausted']} node(s) are out of resources")
+    for quota in metric.get("QuotaExhausted") or []:
+        reasons.append(f"quota exhausted: {quota}")
+    if not reasons:
+        reasons.append(f"{evaluated} node(s) evaluated, none could run it")
+    return f"task group '{group}' cannot be placed: " + "; ".join(reasons) + "."
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signals.Signals(number).name} (signal {number})"
+    except ValueError:
+        return f"signal {number}"
+
+
+def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) -> TaskOutcome:
+    """Exit code, signal and OOM state from the task's events, in words for the user."""
+    status = alloc.get("ClientStatus", "unknown")
+    task_state = (alloc.get("TaskStates") or {}).get(task_name) or {}
+    exit_code = signal = None
+    oom = False
+    messages = []
+    for event in task_state.get("Events") or []:
+        details = event.get("Details") or {}
+        if event.get("Type") == "Terminated":
+            exit_code = int(details.get("exit_code", event.get("ExitCode", 0)) or 0)
+            signal = int(details.get("signal", event.get("Signal", 0)) or 0) or None
+            oom = details.get("oom_killed") == "true"
+        if event.get("Type") in FATAL_EVENTS:
+            text = event.get("DisplayMessage") or event.get("DriverError") or event.get("Message")
+            if text:
+                messages.append(f"{event.get('Type')}: {text}")
+    desired = alloc.get("DesiredStatus", "run")
+    if status not in ("lost", "unknown") and desired in ("stop", "evict"):
+        # Nomad stopped the allocation, so its exit code is not the task's verdict.
+        reason = alloc.get("DesiredDescription") or "no reason given"
+        if "migrat" in reason:
+            status = "migrated"
+            message = (
+                f"Nomad stopped the task to migrate it off node {alloc.get('NodeName')} "
+                f"({reason}; the node is draining)"
+            )
+        elif desired == "evict":
+            status = "migrated"
+            message = f"Nomad evicted the task from node {alloc.get('NodeName')} ({reason})"
+        else:
+            status = "stopped"
+            message = f"the Nomad job was stopped from outside ({reason})"
+    elif oom:
+        message = (
+            f"the task was killed for running out of memory (limit {memory_mb} MB); "
+            "raise `memory` in @nomad or @resources"
+        )
+    elif status in ("lost", "unknown"):
+        message = (
+            f"the allocation is {status} (its node {alloc.get('NodeName')} went away or "
+            "stopped heartbeating); the job was stopped so that no duplicate attempt can run"
+        )
+    elif signal == SIGKILL or (signal is None and exit_code == 128 + SIGKILL):
+        message = (
+            f"the task was killed by {_signal_name(SIGKILL)}. Nomad did not report an OOM "
+            "kill, but SIGKILL is how the kernel ends a task that goes over its memory "
+            f"limit ({memory_mb} MB); if the step needs more, raise `memory`"
+        )
+    elif signal:
+        message = f"the task was killed by {_signal_name(signal)}"
+    elif exit_code:
+        message = f"the task exited with code {exit_code}"
+    else:
+        message = ""
+    if messages and status != "complete":
+        message = "; ".join(filter(None, [message, *messages]))
+    return TaskOutcome(
+        status=status,
+        exit_code=exit_code,
+        signal=signal,
+        oom_killed=oom,
+        message=message,
+        alloc_id=alloc.get("ID"),
+        node_name=alloc.get("NodeName"),
+    )

@@ -1,0 +1,213 @@
+"""Follow one submitted job to its end, and explain what happens on the way.
+
+A watcher thread follows the job with blocking queries (no tight polling, no
+fixed sleeps) and reports each change as it happens: queued, placed on a node,
+running, finished.  While nothing is placed it follows the job's evaluations,
+whose failed-placement metrics say in plain words why (``outcome``).  The clock
+is injectable, so that the pending timeout is unit-tested without waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from metaflow_nomad.runtime.outcome import (
+    TERMINAL_CLIENT_STATUS,
+    TaskOutcome,
+    describe_placement_failure,
+    outcome_from_allocation,
+)
+
+# Blocking-query wait: long, because every change wakes the query at once.
+WAIT_S = 30.0
+# Task events that the state messages already cover, or that only repeat what
+# the outcome says; every other event is echoed as it arrives.
+ROUTINE_EVENTS = {"Received", "Task Setup", "Started", "Terminated", "Not Restarting"}
+
+
+@dataclass
+class _State:
+    alloc: dict | None = None
+    diagnosis: str | None = None
+    deregistered: bool = False
+    final_report: str | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class JobTracker:
+    """Watches one job in a background thread, so the launcher can tail logs meanwhile."""
+
+    def __init__(
+        self,
+        client,
+        job_id: str,
+        task_name: str,
+        echo: Callable[[str], None],
+        namespace: str | None = None,
+        memory_mb: int | None = None,
+        placement: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        poll_s: float = 1.0,
+    ):
+        self.client = client
+        self.job_id = job_id
+        self.task_name = task_name
+        self.echo = echo
+        self.namespace = namespace
+        self.memory_mb = memory_mb
+        self.placement = placement
+        self._state = _State()
+        self._clock = clock
+        self._poll_s = poll_s
+        self._thread = threading.Thread(target=self._run, name="nomad-job-tracker", daemon=True)
+
+    def start(self) -> JobTracker:
+        self._thread.start()
+        return self
+
+    @property
+    def allocation(self) -> dict | None:
+        """The newest allocation seen (None before placement)."""
+        return self._state.alloc
+
+    @property
+    def pending_reason(self) -> str | None:
+        """Why the scheduler has not placed the task, in words (None if unknown)."""
+        return self._state.diagnosis
+
+    @property
+    def final_report(self) -> str | None:
+        """One line on how the task ended, printed after its last log lines."""
+        return self._state.final_report
+
+    @property
+    def finished(self) -> bool:
+        return self._state.finished.is_set()
+
+    def _run(self) -> None:
+        try:
+            self._follow()
+        except BaseException as exc:  # surfaced to the caller through outcome()
+            self._state.error = exc
+            self._state.finished.set()
+
+    def _follow(self) -> None:
+        self.echo("Task is queued, waiting for placement...")
+        placed = self._wait_for_placement()
+        if placed is None:
+            return
+        allocs, index = placed
+        reported: tuple = ()
+        seen_events = 0
+        while True:
+            alloc = max(allocs, key=lambda a: a.get("CreateIndex", 0))
+            if self._state.alloc is None or alloc["ID"] != self._state.alloc["ID"]:
+                seen_events = 0
+                self.echo(
+                    f"Task placed on node {alloc.get('NodeName')} (allocation {alloc['ID'][:8]})."
+                )
+            self._state.alloc = alloc
+            task_state = (alloc.get("TaskStates") or {}).get(self.task_name) or {}
+            events = task_state.get("Events") or []
+            for event in events[seen_events:]:
+                self._report_event(event)
+            seen_events = len(events)
+            key = (alloc["ID"], alloc.get("ClientStatus"))
+            if key != reported:
+                reported = key
+                self._report(alloc)
+            if task_state.get("State") in ("running", "dead") or alloc.get("ClientStatus") in (
+                "running",
+                *TERMINAL_CLIENT_STATUS,
+            ):
+                self._state.started.set()
+            if alloc.get("ClientStatus") in TERMINAL_CLIENT_STATUS:
+                self._state.finished.set()
+                return
+            while True:
+                new_allocs, new_index = self.client.job_allocations(
+                    self.job_id, index, WAIT_S, namespace=self.namespace
+                )
+                # An index going backwards means a leader change or restore: start over.
+                changed = new_index != index
+                index = new_index if new_index >= index else 0
+                if changed and new_allocs:
+                    allocs = new_allocs
+                    break
+
+    def _wait_for_placement(self) -> tuple[list[dict], int] | None:
+        """Follow the evaluations until an allocation exists; None if the job was stopped.
+
+        An allocation is always written before its evaluation completes, so a
+        blocking query on the evaluations wakes up for every placement, every
+        failed placement and a deregistration.
+        """
+        index = 0
+        while True:
+            evaluations, new_index = self.client.job_evaluations(
+                self.job_id, index, WAIT_S, namespace=self.namespace
+            )
+            index = new_index if new_index >= index else 0
+            allocs, alloc_index = self.client.job_allocations(
+                self.job_id, 0, namespace=self.namespace
+            )
+            if allocs:
+                return allocs, alloc_index
+            newest = max(evaluations, key=lambda e: e.get("CreateIndex", 0), default={})
+            if newest.get("TriggeredBy") == "job-deregister":
+                self._state.deregistered = True
+                self._state.finished.set()
+                return None
+            diagnosis = describe_placement_failure(evaluations, self.memory_mb, self.placement)
+            if diagnosis and diagnosis != self._state.diagnosis:
+                self._state.diagnosis = diagnosis
+                self.echo(f"Task is pending: {diagnosis}")
+
+    def _report(self, alloc: dict) -> None:
+        status = alloc.get("ClientStatus")
+        short = alloc["ID"][:8]
+        node = alloc.get("NodeName")
+        if status == "running":
+            self.echo(f"Task is running on node {node} (allocation {short}).")
+        elif status in TERMINAL_CLIENT_STATUS:
+            outcome = outcome_from_allocation(alloc, self.task_name, self.memory_mb)
+            if outcome.succeeded:
+                verdict = "finished with exit code 0"
+            else:
+                verdict = f"ended {outcome.status}: {outcome.message or 'no details'}"
+            # Kept for the launcher to print after the task's last log lines.
+            self._state.final_report = f"Task {verdict} (allocation {short} on node {node})."
+
+    def _report_event(self, event: dict) -> None:
+        if event.get("Type") in ROUTINE_EVENTS:
+            return
+        text = event.get("DisplayMessage") or event.get("Message") or ""
+        self.echo(f"Nomad task event: {event.get('Type')}{': ' + text if text else ''}")
+
+    def wait_started(self, pending_timeout: float | None) -> bool:
+        """True once the task runs or the job ends; False if still pending after the timeout."""
+        deadline = None if pending_timeout is None else self._clock() + pending_timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - self._clock())
+            wait = self._poll_s if remaining is None else min(self._poll_s, remaining)
+            if self._state.started.wait(timeout=wait) or self._state.finished.is_set():
+                return True
+            if deadline is not None and self._clock() >= deadline:
+                return False
+
+    def wait_finished(self, timeout: float | None) -> bool:
+        return self._state.finished.wait(timeout=timeout)
+
+    def outcome(self) -> TaskOutcome:
+        if self._state.error is not None:
+            raise self._state.error
+        if self._state.deregistered and self._state.alloc is None:
+            return TaskOutcome(
+                status="stopped", message="the Nomad job was stopped before it was placed"
+            )
+        return outcome_from_allocation(self._state.alloc or {}, self.task_name, self.memory_mb)

@@ -1,0 +1,192 @@
+"""Checks for one setting value at a time, each failing with a ``NomadSettingsError``
+that names the step, the setting, the value, its source and the accepted form."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from metaflow_nomad.config import SECRET_ENV_KEYS, secret_env_problem
+from metaflow_nomad.errors import NomadSettingsError
+
+CONSTRAINT_OPERATORS = (
+    "=",
+    "==",
+    "is",
+    "!=",
+    "not",
+    ">",
+    ">=",
+    "<",
+    "<=",
+    "regexp",
+    "version",
+    "semver",
+    "set_contains",
+    "set_contains_all",
+    "set_contains_any",
+    "is_set",
+    "is_not_set",
+    "distinct_hosts",
+    "distinct_property",
+)
+VCPU_THRESHOLD = 100
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VENDOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def as_number(step, setting, value, source, accepted, minimum=None):
+    if isinstance(value, bool):
+        raise NomadSettingsError(step, setting, value, accepted, source)
+    if isinstance(value, (int, float)):
+        number = value
+    else:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise NomadSettingsError(step, setting, value, accepted, source) from None
+    if number != number or (minimum is not None and number < minimum):  # NaN or too small
+        raise NomadSettingsError(step, setting, value, accepted, source)
+    return number
+
+
+def parse_structured(value: Any) -> Any:
+    """--with and config deliver lists/dicts as JSON strings; accept those too."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+class Validator:
+    def __init__(self, step: str, sources: Mapping[str, str]):
+        self.step = step
+        self.sources = sources
+
+    def fail(self, setting: str, value: Any, accepted: str):
+        raise NomadSettingsError(
+            self.step, setting, value, accepted, self.sources.get(setting, "default")
+        )
+
+    def number(self, setting, value, minimum=None, accepted="a number"):
+        return as_number(
+            self.step, setting, value, self.sources.get(setting, "default"), accepted, minimum
+        )
+
+    def integer(self, setting, value, minimum=None, maximum=None, accepted=None):
+        if accepted is None:
+            accepted = f"a whole number between {minimum} and {maximum}"
+        number = self.number(setting, value, minimum=minimum, accepted=accepted)
+        if number != int(number) or (maximum is not None and number > maximum):
+            self.fail(setting, value, accepted)
+        return int(number)
+
+    def cpu(self, value, mhz_per_vcpu):
+        accepted = (
+            "a positive number: below 100 it counts vCPUs (e.g. cpu=2), "
+            "100 or more is MHz (e.g. cpu=4000)"
+        )
+        number = self.number("cpu", value, accepted=accepted)
+        if number <= 0:
+            self.fail("cpu", value, accepted)
+        mhz = number * mhz_per_vcpu if number < VCPU_THRESHOLD else number
+        return max(1, round(mhz))
+
+    def choice(self, setting, value, choices):
+        if value not in choices:
+            self.fail(setting, value, "one of: " + ", ".join(choices))
+        return value
+
+    def token(self, setting, value, accepted):
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+            self.fail(setting, value, accepted)
+        return value
+
+    def optional_name(self, setting, value):
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _NAME_RE.match(value):
+            self.fail(setting, value, "a Nomad name: letters, digits, '.', '_' or '-'")
+        return value
+
+    def vendor(self, value):
+        if not isinstance(value, str) or not _VENDOR_RE.match(value):
+            self.fail("gpu_vendor", value, "a device vendor such as 'nvidia' or 'amd'")
+        return value
+
+    def name_list(self, setting, value):
+        original = value
+        value = parse_structured(value)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        accepted = "a non-empty list of names, e.g. ['dc1', 'east-2a']"
+        if not isinstance(value, (list, tuple)) or not value:
+            self.fail(setting, original, accepted)
+        for item in value:
+            if not isinstance(item, str) or not item or any(c.isspace() for c in item):
+                self.fail(setting, original, accepted)
+        return tuple(value)
+
+    def constraints(self, value):
+        value = parse_structured(value)
+        accepted = (
+            "a list of dicts with keys 'attribute', 'operator' and 'value', e.g. "
+            '[{"attribute": "${attr.kernel.name}", "operator": "=", "value": "linux"}]'
+        )
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            self.fail("constraints", value, accepted)
+        result = []
+        for item in value:
+            if not isinstance(item, dict) or not item:
+                self.fail("constraints", item, accepted)
+            extra = set(item) - {"attribute", "operator", "value"}
+            if extra:
+                self.fail("constraints", item, accepted + f" (unknown key {sorted(extra)[0]!r})")
+            operator = item.get("operator", "=")
+            if operator not in CONSTRAINT_OPERATORS:
+                self.fail(
+                    "constraints",
+                    item,
+                    "an operator among: " + ", ".join(CONSTRAINT_OPERATORS),
+                )
+            constraint = {"operator": operator}
+            for key in ("attribute", "value"):
+                if key in item:
+                    if not isinstance(item[key], (str, int, float)) or isinstance(item[key], bool):
+                        self.fail("constraints", item, accepted)
+                    constraint[key] = str(item[key])
+            if "attribute" not in constraint and operator not in ("distinct_hosts",):
+                self.fail("constraints", item, accepted + " ('attribute' is required)")
+            result.append(constraint)
+        return tuple(result)
+
+    def env(self, value):
+        env = self.string_map("env", value, key_re=_ENV_KEY_RE)
+        problem = secret_env_problem(env)
+        if problem:
+            key = sorted(SECRET_ENV_KEYS & set(env))[0]
+            self.fail("env", {key: "<hidden>"}, problem)
+        return env
+
+    def string_map(self, setting, value, key_re):
+        value = parse_structured(value)
+        accepted = "a dict of string keys to string values"
+        if key_re is not None:
+            accepted += " (keys must be valid environment variable names)"
+        if not isinstance(value, dict):
+            self.fail(setting, value, accepted)
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not key or (key_re and not key_re.match(key)):
+                self.fail(setting, value, accepted)
+            if isinstance(item, (dict, list)) or item is None:
+                self.fail(setting, value, accepted)
+            result[key] = item if isinstance(item, str) else json.dumps(item)
+        return result

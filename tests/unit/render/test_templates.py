@@ -1,0 +1,228 @@
+"""Template lookup, versioning, strictness and error locations (no cluster needed)."""
+
+import textwrap
+
+import pytest
+
+from metaflow_nomad.errors import NomadTemplateError
+from metaflow_nomad.model import JobIdentity, TaskLaunch, TlsMaterial
+from metaflow_nomad.render.jobspec import render_jobspec
+from metaflow_nomad.render.templates import choose_variant
+from metaflow_nomad.settings import resolve_step_settings
+
+IDENTITY = JobIdentity("Flow", "7", "train", "3", 0, "me")
+
+
+def settings(**attributes):
+    attributes.setdefault("driver", "raw_exec")
+    return resolve_step_settings("train", attributes, python_version=(3, 11))
+
+
+def render(tmp_path, **attributes):
+    return render_jobspec(settings(**attributes), IDENTITY, TaskLaunch("echo hi"), str(tmp_path))
+
+
+def write(tmp_path, name, body):
+    directory = tmp_path / "nomad_templates"
+    directory.mkdir(exist_ok=True)
+    (directory / name).write_text(textwrap.dedent(body).lstrip())
+
+
+@pytest.mark.parametrize(
+    ("gpu", "mtls", "variant"),
+    [(0, False, "plain"), (1, False, "gpu"), (0, True, "mtls"), (2, True, "gpu_mtls")],
+)
+def test_variant_follows_settings(gpu, mtls, variant):
+    assert choose_variant(gpu, mtls) == variant
+
+
+def test_gpu_variant_requests_devices(tmp_path):
+    rendered = render(tmp_path, gpu=2, gpu_vendor="amd")
+    assert rendered.template.name == "v1/gpu.nomad.hcl.j2"
+    assert 'device "amd/gpu" {' in rendered.hcl
+    assert "count = 2" in rendered.hcl
+
+
+def test_mtls_variant_sets_nomad_env_for_the_step(tmp_path):
+    tls = TlsMaterial(
+        address="https://127.0.0.1:4646", source_dir="/etc/nomad.d/tls", task_dir="/etc/nomad.d/tls"
+    )
+    rendered = render_jobspec(settings(gpu=1), IDENTITY, TaskLaunch("x"), str(tmp_path), tls=tls)
+    assert rendered.template.name == "v1/gpu_mtls.nomad.hcl.j2"
+    env = rendered.context["env"]
+    assert env["NOMAD_ADDR"] == "https://127.0.0.1:4646"
+    assert env["NOMAD_CACERT"] == "/etc/nomad.d/tls/ca.pem"
+    assert env["NOMAD_CLIENT_CERT"] == "/etc/nomad.d/tls/client.pem"
+    assert env["NOMAD_CLIENT_KEY"] == "/etc/nomad.d/tls/client-key.pem"
+    assert 'device "nvidia/gpu"' in rendered.hcl
+
+
+def test_meta_records_template_name_version_hash_and_ids(tmp_path):
+    meta = render(tmp_path).context["meta"]
+    assert meta["metaflow.template"] == "v1/plain.nomad.hcl.j2"
+    assert meta["metaflow.template_version"] == "v1"
+    assert len(meta["metaflow.template_sha256"]) == 64
+    assert {
+        meta[f"metaflow.{k}"]
+        for k in ("flow_name", "run_id", "step_name", "task_id", "attempt", "user")
+    } == {"Flow", "7", "train", "3", "0", "me"}
+
+
+def test_project_override_of_a_variant_replaces_one_block(tmp_path):
+    write(
+        tmp_path,
+        "plain.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}
+        {% block task_extra %}
+              meta = { "team" = {{ values.team }} }
+        {% endblock %}
+        """,
+    )
+    rendered = render_jobspec(
+        settings(), IDENTITY, TaskLaunch("x"), str(tmp_path), values={"team": "vision"}
+    )
+    assert rendered.template.name == "plain.nomad.hcl.j2"
+    assert 'meta = { "team" = "vision" }' in rendered.hcl
+    assert "restart {" in rendered.hcl  # the rest of the skeleton is inherited
+
+
+def test_named_template_beats_the_project_variant(tmp_path):
+    write(
+        tmp_path,
+        "plain.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}
+        """,
+    )
+    write(
+        tmp_path,
+        "special.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}
+        {% block group_extra %}
+            # special
+        {% endblock %}
+        """,
+    )
+    assert render(tmp_path, template="special").template.name == "special.nomad.hcl.j2"
+    assert "# special" in render(tmp_path, template="special").hcl
+
+
+def test_content_hash_covers_the_parent_template(tmp_path):
+    body = """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "base2.nomad.hcl.j2" %}
+        """
+    write(tmp_path, "child.nomad.hcl.j2", body)
+    write(
+        tmp_path,
+        "base2.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "metaflow_nomad/v1/base.nomad.hcl.j2" %}
+        """,
+    )
+    first = render(tmp_path, template="child").template.sha256
+    other = tmp_path / "other"
+    other.mkdir()
+    write(other, "child.nomad.hcl.j2", body)
+    write(
+        other,
+        "base2.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "metaflow_nomad/v1/base.nomad.hcl.j2" %}
+        {% block group_extra %}# changed{% endblock %}
+        """,
+    )
+    assert render(other, template="child").template.sha256 != first
+
+
+def test_api_version_mismatch_is_a_clear_error(tmp_path):
+    write(
+        tmp_path,
+        "old.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v0 #}
+        job {{ job_id }} {}
+        """,
+    )
+    with pytest.raises(NomadTemplateError) as info:
+        render(tmp_path, template="old")
+    assert "old.nomad.hcl.j2:1: the template targets template API 'v0'" in str(info.value)
+    assert "provides 'v1'" in str(info.value)
+
+
+def test_missing_api_declaration_is_an_error(tmp_path):
+    write(tmp_path, "bare.nomad.hcl.j2", "job {{ job_id }} {}\n")
+    with pytest.raises(NomadTemplateError, match="does not declare the template API version"):
+        render(tmp_path, template="bare")
+
+
+def test_missing_variable_names_template_file_and_line(tmp_path):
+    write(
+        tmp_path,
+        "typo.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}
+        {% block task_extra %}
+
+              leader = {{ is_leader }}
+        {% endblock %}
+        """,
+    )
+    with pytest.raises(NomadTemplateError) as info:
+        render(tmp_path, template="typo")
+    assert "typo.nomad.hcl.j2:5: 'is_leader' is undefined" in str(info.value)
+
+
+def test_jinja_syntax_error_names_file_and_line(tmp_path):
+    write(
+        tmp_path,
+        "bad.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}
+        {% block task_extra %}
+        {% if %}
+        {% endblock %}
+        """,
+    )
+    with pytest.raises(NomadTemplateError, match=r"bad.nomad.hcl.j2:4: template syntax error"):
+        render(tmp_path, template="bad")
+
+
+def test_unknown_block_in_override_is_an_error(tmp_path):
+    write(
+        tmp_path,
+        "unknown.nomad.hcl.j2",
+        """
+        {# metaflow-nomad-template-api: v1 #}
+        {% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}
+        {% block no_such_block %}x = 1{% endblock %}
+        """,
+    )
+    with pytest.raises(NomadTemplateError, match="no_such_block"):
+        render(tmp_path, template="unknown")
+
+
+def test_unknown_template_lists_where_it_looked(tmp_path):
+    with pytest.raises(NomadTemplateError, match="'nope' was not found"):
+        render(tmp_path, template="nope")
+
+
+def test_a_templates_dir_that_does_not_exist_is_an_error_not_ignored(tmp_path):
+    from metaflow_nomad.render.templates import template_dirs
+
+    missing = str(tmp_path / "no-such-dir")
+    with pytest.raises(NomadTemplateError) as info:
+        template_dirs(str(tmp_path), missing)
+    assert str(info.value) == (
+        f"METAFLOW_NOMAD_TEMPLATES_DIR is set to {missing!r}, which is not a directory. "
+        "Point it at your project's template directory, or unset it."
+    )

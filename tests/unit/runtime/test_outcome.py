@@ -1,0 +1,183 @@
+"""Pure logic of tracking: placement diagnosis and task outcomes.
+
+The evaluation metrics and task events below were recorded from the Nomad 1.6.1
+agent the integration tests use (trimmed to the fields that matter).
+"""
+
+from metaflow_nomad.runtime.outcome import (
+    TaskOutcome,
+    describe_placement_failure,
+    outcome_from_allocation,
+)
+
+
+def _evaluation(metric: dict, create_index: int = 22, status: str = "complete") -> dict:
+    return {"CreateIndex": create_index, "Status": status, "FailedTGAllocs": {"step": metric}}
+
+
+UNKNOWN_DC = {
+    "ConstraintFiltered": None,
+    "DimensionExhausted": None,
+    "NodesAvailable": {},
+    "NodesEvaluated": 0,
+    "NodesExhausted": 0,
+    "NodesFiltered": 0,
+    "NodesInPool": 0,
+}
+TOO_MUCH_MEMORY = {
+    "ConstraintFiltered": None,
+    "DimensionExhausted": {"memory": 1},
+    "NodesAvailable": {"dc1": 1},
+    "NodesEvaluated": 1,
+    "NodesExhausted": 1,
+    "NodesFiltered": 0,
+}
+WINDOWS_ONLY = {
+    "ConstraintFiltered": {"${attr.kernel.name} = windows": 1},
+    "DimensionExhausted": None,
+    "NodesAvailable": {"dc1": 1},
+    "NodesEvaluated": 1,
+    "NodesExhausted": 0,
+    "NodesFiltered": 1,
+}
+
+
+def test_unknown_datacenter_names_what_was_asked():
+    text = describe_placement_failure([_evaluation(UNKNOWN_DC)], placement="datacenters=['nope']")
+    assert "no ready client node is in the requested datacenters" in text
+    assert "datacenters=['nope']" in text
+
+
+def test_memory_exhaustion_names_the_request():
+    text = describe_placement_failure([_evaluation(TOO_MUCH_MEMORY)], memory_mb=10_000_000)
+    assert text == (
+        "task group 'step' cannot be placed: 1 node(s) do not have enough free memory "
+        "(requested 10000000 MB)."
+    )
+
+
+def test_constraint_is_quoted():
+    text = describe_placement_failure([_evaluation(WINDOWS_ONLY)])
+    assert "1 of 1 node(s) were filtered out by constraint `${attr.kernel.name} = windows`" in text
+
+
+def test_newest_evaluation_wins():
+    older = _evaluation(WINDOWS_ONLY, create_index=5)
+    newer = _evaluation(TOO_MUCH_MEMORY, create_index=9)
+    assert "memory" in describe_placement_failure([older, newer])
+    assert "constraint" in describe_placement_failure([newer | {"CreateIndex": 1}, older])
+
+
+def test_no_failed_placement_means_no_diagnosis():
+    assert describe_placement_failure([{"CreateIndex": 3, "Status": "complete"}]) is None
+    assert describe_placement_failure([]) is None
+
+
+def _alloc(events: list[dict], client_status: str = "failed", **extra) -> dict:
+    return {
+        "ID": "9a610263-aaaa-bbbb-cccc-dddddddddddd",
+        "NodeName": "node-a",
+        "ClientStatus": client_status,
+        "DesiredStatus": "run",
+        "TaskStates": {"metaflow": {"State": "dead", "Events": events}},
+        **extra,
+    }
+
+
+def _terminated(exit_code: int, signal: int = 0, oom: bool = False) -> dict:
+    return {
+        "Type": "Terminated",
+        "Details": {
+            "exit_code": str(exit_code),
+            "signal": str(signal),
+            "oom_killed": "true" if oom else "false",
+        },
+    }
+
+
+NOT_RESTARTING = {
+    "Type": "Not Restarting",
+    "DisplayMessage": "Policy allows no restarts",
+    "Details": {"fails_task": "true", "restart_reason": "Policy allows no restarts"},
+}
+
+
+def test_exit_code_without_restart_noise():
+    outcome = outcome_from_allocation(_alloc([_terminated(1), NOT_RESTARTING]), "metaflow", 256)
+    assert (outcome.status, outcome.exit_code, outcome.signal) == ("failed", 1, None)
+    assert outcome.message == "the task exited with code 1"
+    assert not outcome.succeeded
+
+
+def test_success():
+    outcome = outcome_from_allocation(_alloc([_terminated(0)], "complete"), "metaflow", 256)
+    assert outcome.succeeded and outcome.message == ""
+
+
+def test_oom_names_the_memory_limit():
+    outcome = outcome_from_allocation(_alloc([_terminated(137, 9, oom=True)]), "metaflow", 512)
+    assert outcome.oom_killed
+    assert "out of memory (limit 512 MB)" in outcome.message
+
+
+def test_sigkill_without_oom_flag_points_at_memory():
+    # What Nomad 1.6.1 reported here for an exec task that went over `memory`:
+    # the cgroup OOM killer's SIGKILL, with oom_killed "false".
+    outcome = outcome_from_allocation(_alloc([_terminated(137, 9)]), "metaflow", 32)
+    assert not outcome.oom_killed
+    assert "SIGKILL (signal 9)" in outcome.message and "(32 MB)" in outcome.message
+
+
+def test_other_signal_is_named():
+    outcome = outcome_from_allocation(_alloc([_terminated(0, 15)]), "metaflow", 32)
+    assert outcome.message == "the task was killed by SIGTERM (signal 15)"
+
+
+def test_drain_is_a_migration_not_a_success():
+    alloc = _alloc(
+        [_terminated(0)],
+        "complete",
+        DesiredStatus="stop",
+        DesiredDescription="alloc is being migrated",
+    )
+    outcome = outcome_from_allocation(alloc, "metaflow", 128)
+    assert outcome.status == "migrated"
+    assert not outcome.succeeded and not outcome.stopped_from_outside
+    assert "node-a" in outcome.message and "draining" in outcome.message
+
+
+def test_job_stopped_from_outside_is_not_retryable():
+    alloc = _alloc(
+        [_terminated(130, 2)],
+        "complete",
+        DesiredStatus="stop",
+        DesiredDescription="alloc not needed due to job update",
+    )
+    outcome = outcome_from_allocation(alloc, "metaflow", 128)
+    assert outcome.stopped_from_outside
+    assert "stopped from outside" in outcome.message
+
+
+def test_lost_and_unknown_are_failures():
+    for status in ("lost", "unknown"):
+        alloc = _alloc([], status, DesiredStatus="stop")
+        outcome = outcome_from_allocation(alloc, "metaflow", 128)
+        assert outcome.status == status and not outcome.succeeded
+        assert "node-a went away" in outcome.message
+
+
+def test_driver_failure_is_explained():
+    event = {
+        "Type": "Driver Failure",
+        "DisplayMessage": "failed to launch command with executor: no such file",
+        "Details": {"fails_task": "true"},
+    }
+    outcome = outcome_from_allocation(_alloc([event, NOT_RESTARTING]), "metaflow", 128)
+    assert outcome.message == (
+        "Driver Failure: failed to launch command with executor: no such file"
+    )
+
+
+def test_outcome_defaults():
+    assert TaskOutcome(status="complete").succeeded
+    assert not TaskOutcome(status="complete", exit_code=2).succeeded
