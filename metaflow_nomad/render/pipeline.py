@@ -6,6 +6,7 @@ Both the trampoline (``nomad step``) and ``metaflow-nomad render`` call
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping
@@ -94,6 +95,17 @@ def prepare_job(
     return settings, render_step_job(invocation, settings, config, tls, values)
 
 
+def with_shared_datastore(settings: StepSettings, root: str) -> StepSettings:
+    """A docker task sees nothing of its node's filesystem: with the local datastore
+    on a shared filesystem, bind-mount its root at the same path, as raw_exec and
+    exec tasks see it (the docker plugin must allow volumes)."""
+    mount = f"{root}:{root}"
+    if mount in settings.docker.volumes:
+        return settings
+    docker = dataclasses.replace(settings.docker, volumes=(*settings.docker.volumes, mount))
+    return dataclasses.replace(settings, docker=docker)
+
+
 def render_step_job(
     invocation: StepInvocation,
     settings: StepSettings,
@@ -115,6 +127,8 @@ def render_step_job(
         args=" ".join(util.dict_to_cli_options(step_options)),
     )
     datastore = obj.flow_datastore
+    if datastore.TYPE == "local" and settings.docker is not None:
+        settings = with_shared_datastore(settings, datastore.datastore_root)
     env = task_environment(
         identity,
         invocation.code_package,
