@@ -14,7 +14,6 @@ from metaflow.decorators import StepDecorator
 from metaflow.metadata_provider import MetaDatum
 from metaflow.metadata_provider.util import sync_local_metadata_to_datastore
 from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
-from metaflow.sidecar import Sidecar
 
 from metaflow_nomad.config import (
     WORKLOAD_ENV,
@@ -205,8 +204,7 @@ class NomadDecorator(StepDecorator):
                 if v
             ],
         )
-        self._save_logs_sidecar = Sidecar("save_logs_periodically")
-        self._save_logs_sidecar.start()
+        # No log sidecar: the task's capture process uploads the logs (task/capture.py).
 
     def task_finished(self, step_name, flow, graph, is_task_ok, retry_count, max_retries):
         if WORKLOAD_ENV not in os.environ:
@@ -217,9 +215,6 @@ class NomadDecorator(StepDecorator):
             and self.task_datastore.TYPE != "local"
         ):
             sync_local_metadata_to_datastore(DATASTORE_LOCAL_DIR, self.task_datastore)
-        sidecar = getattr(self, "_save_logs_sidecar", None)
-        if sidecar is not None:
-            sidecar.terminate()
 
     @classmethod
     def _save_package_once(cls, flow_datastore, package):
