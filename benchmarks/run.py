@@ -234,6 +234,35 @@ class Suite:
             f"SubmitTime -> Started with {workers} trampolines at once",
         )
 
+    def wide(self, width: int, workers: int) -> None:
+        """One wide foreach, local then on Nomad through the counting proxy: how much
+        memory the launcher machine needs and how hard the API is driven."""
+        source = (FLOWS / "fanout_flow.py").read_text()
+        local_dir = self.runner.prepare("wide-local", source)
+        nomad_dir = self.runner.prepare(
+            "wide-nomad", source.replace(NOMAD_MARKER, FANOUT_DECORATOR)
+        )
+        args = ["--width", str(width), "--max-workers", str(workers)]
+        base = self.runner.run(local_dir, [], args, self.timeout * 4)
+        with CountingProxy(self.agent.address) as proxy:
+            env = {"METAFLOW_NOMAD_ADDRESS": proxy.address}
+            run, tree_mb = self.runner.run_with_tree(nomad_dir, [], args, self.timeout * 4, env)
+            requests = sum(sum(c.values()) for c in proxy.by_job.values())
+            requests += sum(proxy.unattributed.values())
+        label = f"{width} x 1 s tasks, --max-workers {workers}"
+        self.metric("wide_local_s", [base.seconds], "s", label + ", local")
+        self.metric("wide_nomad_s", [run.seconds], "s", label + ", on Nomad")
+        self.metric("wide_ratio", [run.seconds / base.seconds], "x", "nomad/local wall time")
+        self.metric(
+            "wide_launcher_peak_mb", [tree_mb], "MB", "RSS of the launcher tree at its peak"
+        )
+        self.metric(
+            "wide_launcher_mb_per_worker", [tree_mb / workers], "MB", "that peak / --max-workers"
+        )
+        self.metric(
+            "wide_api_requests_per_s", [requests / run.seconds], "req/s", "all API requests / wall"
+        )
+
     # -- render ---------------------------------------------------------------------
 
     def render(self, reps: int, window_s: float) -> None:
@@ -394,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", help="comma-separated subset: render,step,fanout,api (memory follows step/fanout)"
     )
     parser.add_argument(
+        "--wide", action="store_true", help="also 256 tasks at --max-workers 64 (make bench)"
+    )
+    parser.add_argument(
         "--no-docker", action="store_true", help="raw_exec only, even where an engine can start"
     )
     args = parser.parse_args(argv)
@@ -424,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("memory", "memory", suite.memory),
             ]
-            chosen = set(args.only.split(",")) | {"memory"} if args.only else None
+            if args.wide:
+                steps.append(("wide fan-out", "wide", lambda: suite.wide(256, 64)))
+            chosen = set(args.only.split(",")) | {"memory", "wide"} if args.only else None
             for label, key, step in steps:
                 if chosen is not None and key not in chosen:
                     continue
