@@ -243,6 +243,7 @@ class Suite:
             "wide-nomad", source.replace(NOMAD_MARKER, FANOUT_DECORATOR)
         )
         args = ["--width", str(width), "--max-workers", str(workers)]
+        args += ["--max-num-splits", str(width)]
         base = self.runner.run(local_dir, [], args, self.timeout * 4)
         with CountingProxy(self.agent.address) as proxy:
             env = {"METAFLOW_NOMAD_ADDRESS": proxy.address}
