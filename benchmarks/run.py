@@ -54,7 +54,7 @@ from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.model import run_job_prefix
 from metaflow_nomad.render.jobspec import build_template_context, render_jobspec
 from metaflow_nomad.render.templates import choose_variant, load_template, render_template
-from metaflow_nomad.testing.docker_engine import DockerEngine, DockerUnavailable
+from metaflow_nomad.testing.docker_engine import start_engine_or_explain
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 
 TARGETS = {
@@ -402,19 +402,6 @@ def print_table(result: dict) -> None:
     )
 
 
-def start_docker() -> DockerEngine | None:
-    """A private engine with the offline image, or None (and why) where there is none."""
-    engine = DockerEngine()
-    try:
-        engine.start()
-        engine.ensure_image()
-        return engine
-    except DockerUnavailable as exc:
-        engine.stop()
-        print(f"No docker driver figures: {exc}", flush=True)
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized: small fan-out, 1 s tasks")
@@ -434,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or (2 if quick else 5)
     began = time.time()
     path = interpreter_path()
-    engine = start_docker() if not args.no_docker else None
+    engine = start_engine_or_explain(lambda m: print(m, flush=True)) if not args.no_docker else None
     plugin = engine.nomad_plugin_config() if engine else ""
     agent = LocalAgent(options=AgentOptions(env={"PATH": path}, docker_plugin=plugin))
     print(f"Starting a local Nomad agent ({agent.binary})...", flush=True)

@@ -16,28 +16,16 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from metaflow_nomad.testing.docker_engine import DockerEngine, DockerUnavailable
+from metaflow_nomad.testing.docker_engine import start_engine_or_explain
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FLOWS = ["nomad_flow.py", "foreach_flow.py"]
 
 
-def start_docker() -> DockerEngine | None:
-    engine = DockerEngine()
-    try:
-        engine.start()
-        engine.ensure_image()
-        return engine
-    except DockerUnavailable as exc:
-        engine.stop()
-        print(f"Docker is not available, so the demo uses raw_exec instead: {exc}", flush=True)
-        return None
-
-
 def main() -> int:
     path = interpreter_path()
-    engine = start_docker()
+    engine = start_engine_or_explain(lambda m: print(m, flush=True))
     plugin = engine.nomad_plugin_config() if engine else ""
     agent = LocalAgent(options=AgentOptions(env={"PATH": path}, docker_plugin=plugin))
     print(f"Starting a local Nomad agent ({agent.binary})...", flush=True)
