@@ -43,13 +43,36 @@ class NomadParseError(NomadException):
 
 
 class NomadClientError(NomadException):
-    """The Nomad API answered with an error, or could not be reached."""
+    """The Nomad API answered with an error, or could not be reached.
+
+    ``detail`` is the explanation without the request it came from, for messages
+    that name their own context (the preflight, ``doctor``).
+    """
 
     headline = "Nomad API error"
 
-    def __init__(self, msg: str, status: int | None = None):
+    def __init__(self, msg: str, status: int | None = None, detail: str | None = None):
         self.status = status
+        self.detail = detail or msg
         super().__init__(msg)
+
+
+class NomadUnreachable(NomadClientError):
+    """Nothing answered at the configured address."""
+
+    headline = "Nomad connection error"
+
+
+class NomadTlsError(NomadClientError):
+    """Something answered, but the TLS handshake failed."""
+
+    headline = "Nomad TLS error"
+
+
+class NomadPreflightError(NomadClientError):
+    """The check before a run's first task found the cluster unusable for it."""
+
+    headline = "Nomad is not ready for this run (nothing was submitted)"
 
 
 class NomadJobFailed(NomadException):

@@ -1,12 +1,9 @@
 """The only module that talks to Nomad.
 
-It wraps python-nomad for the connection (address, token, TLS, namespace,
-region) and adds what python-nomad lacks: blocking queries (``index``/``wait``),
-authentication the way the official CLI does it (token, CA, client certificate,
-TLS server name, skip-verify; verification on by default, where python-nomad's
-default is off), errors that name the setting to fix, bounded retries with
-backoff for transient errors (and none for permanent ones), escaping of IDs in
-URL paths, and a request counter for the benchmarks.
+It wraps python-nomad (set up in ``transport``) and adds what python-nomad lacks:
+blocking queries (``index``/``wait``), errors that name the setting to fix,
+bounded retries with backoff for transient errors (and none for permanent ones),
+escaping of IDs in URL paths, and a request counter for the benchmarks.
 
 Secrets (the token, key material) never enter a message, a repr or a log line:
 errors name the *setting*, never its value.
@@ -23,18 +20,26 @@ from typing import Any
 import nomad.api.exceptions as nomad_exc
 import requests
 from nomad.api.base import Requester
-from requests.adapters import HTTPAdapter
 
-from metaflow_nomad.api.connection import SETTING, ConnectionSettings
+from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.api.diagnosis import (
+    api_error_hint,
     check_tls_files,
     describe_failure,
     explain_api_error,
+    explain_denied,
     explain_tls_failure,
     is_transient,
     job_namespace,
+    unreachable_message,
 )
-from metaflow_nomad.errors import NomadClientError, NomadParseError
+from metaflow_nomad.api.transport import requester
+from metaflow_nomad.errors import (
+    NomadClientError,
+    NomadParseError,
+    NomadTlsError,
+    NomadUnreachable,
+)
 
 # Nomad adds up to wait/16 of jitter to a blocking query; leave room for it.
 BLOCKING_WAIT_S = 30
@@ -45,43 +50,6 @@ BLOCKING_WAIT_S = 30
 # spends its timeout.  Either way a 20 s API outage is ridden out.
 FIRST_BACKOFF_S = 1.0
 JITTER_LOW = 0.75
-
-
-class _ServerNameAdapter(HTTPAdapter):
-    """Verify the server certificate against a fixed name (NOMAD_TLS_SERVER_NAME)."""
-
-    def __init__(self, server_name: str):
-        self._server_name = server_name
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["server_hostname"] = self._server_name
-        kwargs["assert_hostname"] = self._server_name
-        super().init_poolmanager(*args, **kwargs)
-
-
-def _requester(settings: ConnectionSettings, timeout: float) -> Requester:
-    """python-nomad's HTTP layer, set up the way the official CLI authenticates."""
-    # Unlike python-nomad (verify=False), verify unless explicitly told not to.
-    verify: bool | str = not settings.skip_verify
-    if settings.ca_cert and verify:
-        verify = settings.ca_cert
-    cert = ()
-    if settings.client_cert and settings.client_key:
-        cert = (settings.client_cert, settings.client_key)
-    session = requests.Session()
-    if settings.tls_server_name:
-        session.mount("https://", _ServerNameAdapter(settings.tls_server_name))
-    return Requester(
-        address=settings.address.rstrip("/"),
-        token=settings.token,
-        region=settings.region,
-        namespace=settings.namespace,
-        timeout=timeout,
-        verify=verify,
-        cert=cert,
-        session=session,
-    )
 
 
 class NomadClient:
@@ -96,19 +64,23 @@ class NomadClient:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[float, float], float] = random.uniform,
         transport: Requester | None = None,
+        connect_timeout: float | None = None,
     ):
         """``sleep``, ``jitter`` and the HTTP ``transport`` (python-nomad's
         ``Requester``) are injectable, so that the retry policy and its backoff
-        budget are unit-tested without waiting and without a cluster."""
+        budget are unit-tested without waiting and without a cluster.
+        ``connect_timeout`` bounds the TCP connect alone (a first contact that must
+        fail fast); ``timeout`` bounds every request."""
         self.settings = settings
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.max_attempts = max_attempts
         self.max_backoff = max_backoff
         self._sleep = sleep
         self._jitter = jitter
         self.request_count = 0
         self._checked_tls_files = False
-        self._api = transport or _requester(settings, timeout)
+        self._api = transport or requester(settings, timeout)
 
     def min_retry_wait(self) -> float:
         """The least total backoff before a transient failure is given up on."""
@@ -137,6 +109,7 @@ class NomadClient:
             self._checked_tls_files = True
         attempts = self.max_attempts if retry else 1
         delay = FIRST_BACKOFF_S
+        limit = timeout or self.timeout
         for attempt in range(1, attempts + 1):
             self.request_count += 1
             try:
@@ -145,70 +118,60 @@ class NomadClient:
                     endpoint="v1/" + path,
                     params=dict(params or {}),
                     json=json,
-                    timeout=timeout or self.timeout,
+                    timeout=(self.connect_timeout, limit) if self.connect_timeout else limit,
                 )
             except nomad_exc.BaseNomadException as exc:
                 status, text = describe_failure(exc)
                 tls_problem = explain_tls_failure(self.settings, exc)
                 if tls_problem:
-                    raise NomadClientError(
-                        f"{method.upper()} /v1/{path}: {tls_problem}", status
+                    raise NomadTlsError(
+                        f"{method.upper()} /v1/{path}: {tls_problem}", status, tls_problem
                     ) from None
                 if not is_transient(status, text) or attempt == attempts:
-                    raise NomadClientError(
-                        self._explain(method, path, status, text, params, json), status
-                    ) from None
+                    raise self._error(method, path, status, text, params, json) from None
             self._sleep(min(self.max_backoff, delay) * self._jitter(JITTER_LOW, 1.0))
             delay *= 2
         raise AssertionError("unreachable")
 
-    def _explain(self, method, path, status, text, params, body) -> str:
+    def _error(self, method, path, status, text, params, body) -> NomadClientError:
+        """The exception for a failed request: the full message names the request,
+        ``detail`` only what went wrong and what to change."""
+        if status is None:
+            detail = unreachable_message(self.settings, text)
+            return NomadUnreachable(f"{method.upper()} /v1/{path}: {detail}", None, detail)
         message = explain_api_error(self.settings, method, path, status, text)
+        hint = api_error_hint(status, text)
+        text = text or f"HTTP {status}"
+        detail = f"{text}. {hint}" if hint else text
         if status == 403:
             namespace = (params or {}).get("namespace") or job_namespace(body)
-            return f"{message}. {self._explain_denied(namespace)}"
-        return message
+            denied = self._explain_denied(namespace)
+            message, detail = f"{message}. {denied}", f"{detail}. {denied}"
+        return NomadClientError(message, status, detail)
 
     def _explain_denied(self, namespace: str | None) -> str:
-        """Tell a missing, an unknown and an under-privileged token apart.
-
-        Nomad answers all three with the same ``403 Permission denied``; looking the
-        token up (``/v1/acl/token/self``) is what separates them.
-        """
-        namespace = namespace or self.settings.namespace or "default"
-        if not self.settings.token:
-            return (
-                f"No ACL token is set and this cluster enforces ACLs: set {SETTING['token']} "
-                f"to the Secret ID of a token allowed to submit jobs in namespace '{namespace}'."
-            )
-        self.request_count += 1
-        try:
-            own = self._api._request(
+        def own_token() -> dict:
+            self.request_count += 1
+            return self._api._request(
                 method="get", endpoint="v1/acl/token/self", params={}, timeout=self.timeout
             ).json()
-        except nomad_exc.BaseNomadException as exc:
-            status, text = describe_failure(exc)
-            if status in (403, 404):
-                return (
-                    f"Nomad does not know the ACL token in {SETTING['token']}: it is wrong, "
-                    "expired or was deleted. Set it to the Secret ID of a valid token."
-                )
-            return f"Check {SETTING['token']} (looking the token up failed: {text})."
-        policies = ", ".join(own.get("Policies") or []) or "none"
-        return (
-            f"The ACL token in {SETTING['token']} (name '{own.get('Name') or '-'}', policies: "
-            f"{policies}) is not allowed to do this in namespace '{namespace}'. Use a token "
-            f"whose policy covers that namespace, or choose a namespace it covers with "
-            f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
-        )
+
+        return explain_denied(self.settings, namespace, own_token)
 
     # -- jobs --------------------------------------------------------------------
 
-    def parse(self, hcl: str) -> dict:
-        """HCL -> Job JSON via the cluster's own parser (canonicalized)."""
+    def parse(self, hcl: str, namespace: str | None = None) -> dict:
+        """HCL -> Job JSON via the cluster's own parser (canonicalized).
+
+        Nomad checks the parse permission in the request's ``namespace``, not the
+        job's, so a capability probe passes the namespace it is about.
+        """
         try:
             return self._call(
-                "post", "jobs/parse", json={"JobHCL": hcl, "Canonicalize": True}
+                "post",
+                "jobs/parse",
+                params=_ns(namespace),
+                json={"JobHCL": hcl, "Canonicalize": True},
             ).json()
         except NomadClientError as exc:
             if exc.status == 400 and "HTTPS server" not in str(exc):
@@ -313,8 +276,39 @@ class NomadClient:
             raise
         return response.content.decode("utf-8", errors="replace")
 
+    def plan(self, job: dict) -> dict:
+        """A dry run of the scheduler for ``job``: nothing is registered or placed.
+
+        Needs the same ``submit-job`` capability as a registration, so it doubles
+        as a side-effect-free probe of that right.
+        """
+        return self._call(
+            "post", f"job/{_quote(job['ID'])}/plan", json={"Job": job, "Diff": False}
+        ).json()
+
     def leader(self) -> str:
         return self._call("get", "status/leader", retry=False).json()
+
+    # -- the cluster ----------------------------------------------------------------
+
+    def token_self(self) -> dict:
+        """The ACL token in use (its name, type and policies; never shown whole)."""
+        return self._call("get", "acl/token/self", retry=False).json()
+
+    def regions(self) -> list[str]:
+        return self._call("get", "regions").json()
+
+    def node_pool(self, name: str) -> dict | None:
+        try:
+            return self._call("get", "node/pool/" + _quote(name)).json()
+        except NomadClientError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def nodes(self) -> list[dict]:
+        """Client nodes with their drivers and devices (needs ``node:read``)."""
+        return self._call("get", "nodes", params={"resources": "true"}).json()
 
 
 def _ns(namespace: str | None) -> dict:

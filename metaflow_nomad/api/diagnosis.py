@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import nomad.api.exceptions as nomad_exc
@@ -188,16 +189,59 @@ def explain_api_error(
 ) -> str:
     """An API failure other than a denial, with the setting that fixes it."""
     message = _message(settings, method, path, status, text)
+    hint = api_error_hint(status, text)
+    return f"{message}. {hint}" if hint else message
+
+
+def api_error_hint(status: int | None, text: str) -> str | None:
+    """The setting that fixes an HTTP error answer, when the answer says which."""
     if status == 400 and "HTTP request to an HTTPS server" in text:
-        return f"{message}. The cluster serves HTTPS: set {SETTING['address']} to https://..."
+        return f"The cluster serves HTTPS: set {SETTING['address']} to https://..."
     if status == 500 and "No path to region" in text:
-        return f"{message}. Check {SETTING['region']}."
+        return f"Check {SETTING['region']}."
     if status == 500 and "nonexistent namespace" in text:
         return (
-            f"{message}. Create the namespace, or choose another with "
+            f"Create the namespace, or choose another with "
             f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
         )
-    return message
+    return None
+
+
+def explain_denied(
+    settings: ConnectionSettings, namespace: str | None, own_token: Callable[[], dict]
+) -> str:
+    """Tell a missing, an unknown and an under-privileged token apart.
+
+    Nomad answers all three with the same ``403 Permission denied``; looking the
+    token up (``own_token``: ``/v1/acl/token/self``) is what separates them.
+    """
+    namespace = namespace or settings.namespace or "default"
+    if not settings.token:
+        return (
+            f"No ACL token is set and this cluster enforces ACLs: set {SETTING['token']} "
+            f"to the Secret ID of a token allowed to submit jobs in namespace '{namespace}'."
+        )
+    try:
+        own = own_token()
+    except nomad_exc.BaseNomadException as exc:
+        status, text = describe_failure(exc)
+        if status in (403, 404):
+            return unknown_token_message()
+        return f"Check {SETTING['token']} (looking the token up failed: {text})."
+    policies = ", ".join(own.get("Policies") or []) or "none"
+    return (
+        f"The ACL token in {SETTING['token']} (name '{own.get('Name') or '-'}', policies: "
+        f"{policies}) is not allowed to do this in namespace '{namespace}'. Use a token "
+        f"whose policy covers that namespace, or choose a namespace it covers with "
+        f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
+    )
+
+
+def unknown_token_message() -> str:
+    return (
+        f"Nomad does not know the ACL token in {SETTING['token']}: it is wrong, "
+        "expired or was deleted. Set it to the Secret ID of a valid token."
+    )
 
 
 def unreachable_message(settings: ConnectionSettings, text: str) -> str:
