@@ -31,6 +31,7 @@ from metaflow_nomad.plugin.packaging import shipped_modules
 from metaflow_nomad.plugin.step_settings import (
     check_step,
     conda_environment_problem,
+    datastore_problem,
     load_project_file,
     resolve_for_step,
 )
@@ -77,6 +78,7 @@ class NomadDecorator(StepDecorator):
     package_metadata = None
     run_time_limit = None
     _init_error = None
+    _datastore_problem = None
     _settings = None
     project_values: dict = {}
 
@@ -99,7 +101,7 @@ class NomadDecorator(StepDecorator):
             raise NomadException(problem)
         try:
             config = read_config()
-            check_step(step, decos, flow_datastore, config)
+            check_step(step, decos)
             from metaflow.plugins.timeout_decorator import get_run_time_limit_for_task
 
             self.run_time_limit = get_run_time_limit_for_task(decos)
@@ -107,14 +109,29 @@ class NomadDecorator(StepDecorator):
             document = load_project_file(flow_dir)
             self.project_values = document.get("values") or {}
             self._settings = resolve_for_step(step, decos, self, flow_dir, document, config)
+            self._datastore_problem = datastore_problem(step, flow_datastore, config)
         except NomadException as exc:
             self._init_error = exc
 
     @property
     def settings(self) -> StepSettings:
+        """The step's settings for a run: raises whatever would make the run fail."""
+        settings = self.preview_settings
+        if self._datastore_problem:
+            raise NomadException(self._datastore_problem)
+        return settings
+
+    @property
+    def preview_settings(self) -> StepSettings:
+        """The settings for a dry run (``render``): valid, though the datastore may
+        not be one that tasks can use (see ``datastore_problem``)."""
         if self._init_error is not None:
             raise self._init_error
         return self._settings
+
+    @property
+    def datastore_problem(self) -> str | None:
+        return self._datastore_problem
 
     def package_init(self, flow, step_name, environment):
         try:
@@ -135,10 +152,27 @@ class NomadDecorator(StepDecorator):
             yield path, arcname, ContentType.CODE_CONTENT
 
     def runtime_init(self, flow, graph, package, run_id):
-        self.settings  # noqa: B018 - raises the step's setting error before any launch
+        settings = self.settings  # raises the step's setting error before any launch
+        self._check_cluster(settings)
         self.flow = flow
         self.package = package
         self.run_id = run_id
+
+    def _check_cluster(self, settings: StepSettings) -> None:
+        """Before the run's first task: can the cluster take this step's jobs?
+
+        Once per process and namespace (the runtime calls this for every step), and
+        quick: an unreachable address fails in under two seconds.
+        """
+        from metaflow_nomad.api.connection import ConnectionSettings
+        from metaflow_nomad.api.preflight import check_cluster_for_run
+
+        check_cluster_for_run(
+            ConnectionSettings.from_environment(),
+            settings.nomad_namespace,
+            settings.region,
+            doctor_command=f"python {os.path.basename(sys.argv[0])} nomad doctor",
+        )
 
     def runtime_task_created(
         self, task_datastore, task_id, split_index, input_paths, is_cloned, ubf_context

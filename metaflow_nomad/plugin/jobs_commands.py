@@ -28,6 +28,16 @@ def _run_filters(obj, run_id, user, my_runs, prefix):
     return run_id, user
 
 
+def _client():
+    """The normal client, once a quick first contact showed that Nomad answers."""
+    from metaflow_nomad.api.connection import ConnectionSettings
+    from metaflow_nomad.api.lookup import default_client
+    from metaflow_nomad.api.preflight import check_reachable
+
+    check_reachable(ConnectionSettings.from_environment())
+    return default_client()
+
+
 def _describe_job(job: dict) -> str:
     who = JobIdentity.from_meta(job.get("Meta"))
     if who is None:
@@ -51,10 +61,10 @@ _PREFIX_HELP = (
 @click.option("--prefix", default=None, help=_PREFIX_HELP)
 @click.pass_obj
 def list_jobs(obj, my_runs, user, run_id, prefix):
-    from metaflow_nomad.api.lookup import default_client, find_jobs
+    from metaflow_nomad.api.lookup import find_jobs
 
     run_id, user = _run_filters(obj, run_id, user, my_runs, prefix)
-    jobs = find_jobs(default_client(), obj.flow.name, run_id, user, prefix)
+    jobs = find_jobs(_client(), obj.flow.name, run_id, user, prefix)
     for job in jobs:
         obj.echo(_describe_job(job))
     if not jobs:
@@ -72,9 +82,9 @@ def list_jobs(obj, my_runs, user, run_id, prefix):
 @click.option("--purge", is_flag=True, default=False, help="Purge the jobs after stopping.")
 @click.pass_obj
 def kill(obj, job_ids, my_runs, user, run_id, prefix, purge):
-    from metaflow_nomad.api.lookup import default_client, find_jobs, stop_jobs
+    from metaflow_nomad.api.lookup import find_jobs, stop_jobs
 
-    client = default_client()
+    client = _client()
     if job_ids:
         if my_runs or user or run_id or prefix:
             raise click.UsageError("--job-id cannot be combined with other filters.")

@@ -42,6 +42,7 @@ def render(
 ):
     from metaflow_nomad.api.connection import ConnectionSettings
     from metaflow_nomad.api.lookup import default_client
+    from metaflow_nomad.api.preflight import check_reachable
     from metaflow_nomad.render.jobspec import check_offline, parse_jobspec
     from metaflow_nomad.render.pipeline import StepInvocation, prepare_job
 
@@ -73,7 +74,10 @@ def render(
             "was not consulted.",
             err=True,
         )
+        _warn_datastore(obj, step_name)
         return
+    connection = ConnectionSettings.from_environment()
+    check_reachable(connection)
     client = default_client()
     _, rendered = prepare_job(invocation, client.settings, settings, values)
     job = parse_jobspec(rendered, client)
@@ -84,6 +88,16 @@ def render(
         f"# parsed by the cluster's /v1/jobs/parse; job {rendered.job_id} was NOT submitted.",
         err=True,
     )
+    _warn_datastore(obj, step_name)
+
+
+def _warn_datastore(obj, step_name: str) -> None:
+    """A dry run renders even where a real run would refuse the datastore; say so."""
+    from metaflow_nomad.render.pipeline import find_nomad_decorator
+
+    problem = find_nomad_decorator(obj.flow, step_name).datastore_problem
+    if problem:
+        click.echo(f"# WARNING: a real run of this step would be refused: {problem}", err=True)
 
 
 def _settings_override(obj, step_name: str, values_file: str | None):
@@ -101,7 +115,7 @@ def _settings_override(obj, step_name: str, values_file: str | None):
     if deco is None:
         raise click.UsageError(f"Step {step_name!r} has no @nomad. Add it, or pass --with nomad.")
     if not values_file:
-        return None, None
+        return deco.preview_settings, None
     document = load_values_file(values_file)
     values = document.pop("values", None) or {}
     step_decos = getattr(obj.flow, step_name).decorators

@@ -94,7 +94,7 @@ def resolve_for_step(
     )
 
 
-def check_step(step: str, decos, flow_datastore, config: dict) -> None:
+def check_step(step: str, decos) -> None:
     """What must hold before any task of this step is launched on Nomad."""
     for deco in decos:
         if deco.name == "environment":
@@ -108,10 +108,18 @@ def check_step(step: str, decos, flow_datastore, config: dict) -> None:
             raise NomadException(
                 f"Step '{step}': @nomad cannot be combined with @{deco.name}. Remove one of them."
             )
+
+
+def datastore_problem(step: str, flow_datastore, config: dict) -> str | None:
+    """Why Nomad tasks could not use this datastore, or None.
+
+    Kept apart from ``check_step``: a run must refuse it, but ``render`` (a dry run)
+    shows the job anyway, with this as a warning.
+    """
     if flow_datastore.TYPE != "local":
-        return
+        return None
     if not is_truthy(config.get("NOMAD_SHARED_FILESYSTEM")):
-        raise NomadException(
+        return (
             f"Step '{step}': @nomad with the local datastore needs the Nomad tasks to "
             "see the datastore root at the same absolute path. If they do (a local "
             "agent, or a shared filesystem), set METAFLOW_NOMAD_SHARED_FILESYSTEM=1. "
@@ -119,4 +127,5 @@ def check_step(step: str, decos, flow_datastore, config: dict) -> None:
             "METAFLOW_S3_ENDPOINT_URL)."
         )
     if not os.path.isabs(flow_datastore.datastore_root or ""):
-        raise NomadException(f"Step '{step}': the local datastore root must be an absolute path.")
+        return f"Step '{step}': the local datastore root must be an absolute path."
+    return None
