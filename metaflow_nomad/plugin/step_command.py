@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
+from typing import NoReturn
 
 from metaflow import util
 from metaflow._vendor import click
@@ -65,28 +65,37 @@ def step(
         if num_parallel:
             raise NomadException("@parallel is not supported with @nomad yet.")
         settings, rendered = prepare_job(invocation, client.settings)
-    except (NomadException, OSError):
-        traceback.print_exc(chain=False)
-        sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
+    except (NomadException, OSError) as exc:
+        _give_up(echo, exc)
     with TaskLauncher(client, rendered, settings, echo, echo_log) as launcher:
         try:
             launcher.submit()
-        except (NomadException, OSError):
-            traceback.print_exc(chain=False)
+        except (NomadException, OSError) as exc:
             launcher.abandon(reason="submission failed")
             # Nothing ran, so there is no task metadata to sync back.
-            sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
+            _give_up(echo, exc)
         try:
             launcher.follow(
                 run_time_limit,
                 _task_logs(ctx.obj.flow_datastore, identity),
                 on_started=lambda alloc: _register_node_name(ctx.obj.metadata, identity, alloc),
             )
-        except NomadJobKilled:
-            traceback.print_exc(chain=False)
+        except NomadJobKilled as exc:
+            echo(str(exc))
             sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
         finally:
             _sync_metadata(ctx.obj, identity)
+
+
+def _give_up(echo, exc: Exception) -> NoReturn:
+    """A user or cluster error before the task ran: what went wrong and what to do,
+    without a traceback, and an exit code that tells the runtime not to retry (the
+    same settings would fail the same way)."""
+    if isinstance(exc, NomadException):
+        echo(f"{exc.headline}: {exc.message}")
+    else:
+        echo(f"{exc.__class__.__name__}: {exc}")
+    sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
 
 
 def _echoes(obj, label: str):

@@ -55,18 +55,26 @@ class JobGuard:
 
     def _on_signal(self, signum, frame):
         name = signal.Signals(signum).name
-        self.stop(reason=f"received {name}")
-        raise NomadJobKilled(f"The launcher received {name}; job stopped.")
+        _, said = self.stop(reason=f"received {name}", report=False)
+        # One line for the user, printed by whoever catches this.
+        raise NomadJobKilled(said or f"The launcher received {name} before submitting its job.")
 
-    def stop(self, reason: str = "the launcher is exiting") -> None:
+    def stop(
+        self, reason: str = "the launcher is exiting", report: bool = True
+    ) -> tuple[bool, str | None]:
+        """Stop the watched job (once): whether that worked, and the line saying so
+        (echoed unless ``report`` is False; None when there was nothing to stop)."""
         if self._job_id is None or self._released:
-            return
+            return True, None
         self._released = True
         try:
             self._client.deregister(self._job_id, namespace=self._namespace, timeout=3)
-            self._echo(f"Stopped Nomad job {self._job_id} ({reason}).")
+            stopped, said = True, f"Stopped Nomad job {self._job_id} ({reason})."
         except NomadException as exc:
-            self._echo(f"Could not stop Nomad job {self._job_id}: {exc}")
+            stopped, said = False, f"Could not stop Nomad job {self._job_id}: {exc}"
+        if report:
+            self._echo(said)
+        return stopped, said
 
 
 def _signal_when_parent_dies(signum: int) -> None:

@@ -17,7 +17,14 @@ from metaflow_nomad.errors import NomadJobFailed, NomadJobKilled
 from metaflow_nomad.model import TASK_NAME
 from metaflow_nomad.render.jobspec import RenderedJob, parse_jobspec
 from metaflow_nomad.runtime.guard import JobGuard
-from metaflow_nomad.runtime.logs import get_tailer, raw_log_tail, stream_logs
+from metaflow_nomad.runtime.logs import (
+    StreamedLines,
+    bootstrap_failure,
+    get_tailer,
+    raw_log_tails,
+    stream_logs,
+    unseen_raw_lines,
+)
 from metaflow_nomad.runtime.outcome import TaskOutcome
 from metaflow_nomad.runtime.tracking import JobTracker
 from metaflow_nomad.settings import StepSettings
@@ -75,8 +82,11 @@ class TaskLauncher:
         self._client.register(job, source=self._rendered.hcl)
 
     def abandon(self, reason: str) -> None:
-        """Stop the job now (a failed submission, an error in the launcher)."""
-        self._guard.stop(reason=reason)
+        """Make sure the job is gone after a failed submission: usually nothing was
+        registered, so there is nothing to report (a failure to stop is still said)."""
+        stopped, said = self._guard.stop(reason=reason, report=False)
+        if not stopped:
+            self._echo(said)
 
     def follow(
         self,
@@ -97,16 +107,15 @@ class TaskLauncher:
         if on_started is not None and tracker.allocation:
             on_started(tracker.allocation)
         grace = min(60.0, 5 + run_time_limit * 0.1)
-        stream_logs(
+        streamed = stream_logs(
             get_tailer(logs.stdout_url, logs.datastore_type),
             get_tailer(logs.stderr_url, logs.datastore_type),
             self._echo_log,
             tracker.wait_finished,
             self._clock() + run_time_limit + grace,
             clock=self._clock,
+            hold_back=tracker.stopping,
         )
-        if tracker.final_report:
-            self._echo(tracker.final_report)
         if not tracker.finished:
             self._guard.stop(reason="run time limit")
             raise NomadJobFailed(
@@ -114,7 +123,7 @@ class TaskLauncher:
                 f"not stop itself within {grace:g}s more, so the launcher stopped job "
                 f"{self._rendered.job_id}."
             )
-        self._give_verdict(tracker.outcome())
+        self._give_verdict(tracker.outcome(), tracker.final_report, streamed)
 
     def _start_tracker(self) -> JobTracker:
         s = self._settings
@@ -142,18 +151,46 @@ class TaskLauncher:
             f"(pending_timeout), so job {self._rendered.job_id} was stopped: {reason}"
         )
 
-    def _give_verdict(self, outcome: TaskOutcome) -> None:
+    def _give_verdict(
+        self, outcome: TaskOutcome, final_report: str | None, streamed: StreamedLines
+    ) -> None:
+        job_id = self._rendered.job_id
+        if outcome.stopped_from_outside:
+            # Nomad already stopped it; one line says so (the task's interrupt
+            # tracebacks were held back and stay in `logs`).
+            self._guard.release()
+            raise NomadJobKilled(
+                f"Task stopped: {outcome.message}, e.g. by `nomad job stop`, the flow's "
+                f"`nomad kill` or the Nomad UI. Job {job_id} is not retried." + _held_back(streamed)
+            )
         if outcome.succeeded:
+            if final_report:
+                self._echo(final_report)
             self._guard.release()
             return
+        if outcome.status != "migrated" and final_report:
+            self._echo(final_report)
         self._guard.stop(reason=f"task {outcome.status}")
-        raw = raw_log_tail(self._client, outcome.alloc_id, TASK_NAME) if outcome.alloc_id else ""
-        if raw:
-            self._echo(raw)
+        reason = outcome.message or outcome.status
+        if outcome.alloc_id and outcome.status != "migrated":
+            tails = raw_log_tails(self._client, outcome.alloc_id, TASK_NAME)
+            unseen = unseen_raw_lines(tails, streamed.shown())
+            if unseen:
+                self._echo(unseen)
+            setup = bootstrap_failure(tails)
+            if setup:
+                reason = f"{reason}: {setup}"
         message = (
-            f"Step failed on Nomad (job {self._rendered.job_id}, allocation "
-            f"{(outcome.alloc_id or '-')[:8]}): {outcome.message or outcome.status}."
+            f"Step failed on Nomad (job {job_id}, allocation "
+            f"{(outcome.alloc_id or '-')[:8]}): {reason}.{_held_back(streamed)}"
         )
-        if outcome.stopped_from_outside:
-            raise NomadJobKilled(message)
         raise NomadJobFailed(message + " This could be a transient error. Use @retry to retry.")
+
+
+def _held_back(streamed: StreamedLines) -> str:
+    if not streamed.held_back:
+        return ""
+    return (
+        f" Its last {streamed.held_back} log line(s), written while Nomad stopped it, are "
+        "kept in the task's log (the `logs` command)."
+    )

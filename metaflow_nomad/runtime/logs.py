@@ -3,14 +3,21 @@
 Task output is captured by Metaflow's mflog into the datastore (so ``flow.py
 logs`` works); the launcher tails it from there while the task runs.  Metaflow
 has tailers for S3, Azure and GCS; ``LocalTail`` adds the shared-filesystem case.
-Nomad's own alloc logs are a fallback shown when a task fails.
+Nomad's own alloc logs are a fallback shown when a task fails, and only for what
+they add: the lines the stream already showed are not repeated.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+
+# Lines of the task's bootstrap that speak to the user (see render.bootstrap).
+BOOTSTRAP_MARKER = "metaflow-nomad: "
+# What save_logs prints when all is well: never news.
+ROUTINE_RAW_LINES = ("[save_logs] upload_start", "[save_logs] upload_success")
 
 
 class LocalTail:
@@ -47,14 +54,67 @@ def get_tailer(log_url: str, datastore_type: str):
     return get_log_tailer(log_url, datastore_type)
 
 
-def raw_log_tail(client, alloc_id: str, task_name: str, tail_bytes: int = 4096) -> str:
-    """The end of the task's raw stdout and stderr, from Nomad's alloc logs API."""
-    parts = []
+class StreamedLines:
+    """What the log stream showed (its recent lines) and what it held back."""
+
+    def __init__(self, keep: int = 2000):
+        self._recent: deque[str] = deque(maxlen=keep)
+        self.held_back = 0
+
+    def add(self, text: str) -> None:
+        self._recent.append(text.strip())
+
+    def shown(self) -> set[str]:
+        return set(self._recent)
+
+
+def raw_log_tails(client, alloc_id: str, task_name: str, tail_bytes: int = 4096) -> dict:
+    """The end of the task's raw stdout and stderr, from Nomad's alloc logs API.
+
+    A tail cut at ``tail_bytes`` starts mid-line; that fragment is dropped.
+    """
+    tails = {}
     for stream in ("stdout", "stderr"):
         text = client.alloc_logs(alloc_id, task_name, stream, tail_bytes)
-        if text.strip():
-            parts.append(f"--- last {tail_bytes} bytes of {stream} (nomad alloc logs) ---\n{text}")
+        lines = text.splitlines()
+        if len(text.encode()) >= tail_bytes and lines:
+            lines = lines[1:]
+        tails[stream] = lines
+    return tails
+
+
+def raw_log_tail(client, alloc_id: str, task_name: str, tail_bytes: int = 4096) -> str:
+    """The end of the task's raw stdout and stderr, as one block per stream."""
+    return unseen_raw_lines(raw_log_tails(client, alloc_id, task_name, tail_bytes), set())
+
+
+def unseen_raw_lines(tails: dict, shown: set[str]) -> str:
+    """Nomad's raw output that the stream did not show, one block per stream ('' if none).
+
+    A traceback that was streamed from the datastore is in the raw output too;
+    printing it twice only buries the verdict.  The bootstrap's own lines are left
+    out as well: the verdict quotes them (``bootstrap_failure``).
+    """
+    skipped = (*ROUTINE_RAW_LINES, BOOTSTRAP_MARKER)
+    parts = []
+    for stream, lines in tails.items():
+        new = [
+            line
+            for line in lines
+            if line.strip() and line.strip() not in shown and not line.startswith(skipped)
+        ]
+        if new:
+            header = f"--- {stream} from nomad alloc logs, not in the task's log above ---"
+            parts.append("\n".join([header, *new]))
     return "\n".join(parts)
+
+
+def bootstrap_failure(tails: dict) -> str | None:
+    """The bootstrap's own account of why the task could not start its step."""
+    for line in tails.get("stderr", []):
+        if line.startswith(BOOTSTRAP_MARKER):
+            return line[len(BOOTSTRAP_MARKER) :].strip()
+    return None
 
 
 def stream_logs(
@@ -64,32 +124,46 @@ def stream_logs(
     wait_finished: Callable[[float], bool],
     deadline: float,
     clock: Callable[[], float] = time.monotonic,
-) -> None:
+    hold_back: Callable[[], bool] = lambda: False,
+) -> StreamedLines:
     """Echo new task log lines until the task ends (or ``deadline``), then drain once.
 
     Metaflow's ``tail_logs`` sleeps between polls and cannot be woken; waiting on
     the tracker (``wait_finished``) instead ends the stream as soon as the task
-    does, which is most of what a short step's launcher waits for.
+    does, which is most of what a short step's launcher waits for.  Once
+    ``hold_back()`` is true (Nomad is stopping the task) lines are counted, not
+    shown: what a stopped task prints is its interrupt tracebacks, and they stay
+    in ``python flow.py logs``.
     """
-    from metaflow.mflog import refine, update_delay
+    from metaflow.mflog import update_delay
 
+    streamed = StreamedLines()
     started = clock()
     while True:
         delay = min(update_delay(clock() - started), 5.0)
         done = wait_finished(delay)
         for tail, stream in ((stdout_tail, "stdout"), (stderr_tail, "stderr")):
-            _echo_new_lines(tail, stream, echo, refine)
+            _echo_new_lines(tail, stream, echo, streamed, hold_back)
         if done or clock() > deadline:
-            return
+            return streamed
 
 
-def _echo_new_lines(tail, stream: str, echo, refine) -> None:
+def _echo_new_lines(tail, stream: str, echo, streamed: StreamedLines, hold_back) -> None:
+    from metaflow.mflog import refine
+    from metaflow.mflog.mflog import parse
+
     try:
         for line in tail:
+            if hold_back():
+                streamed.held_back += 1
+                continue
             echo(
                 refine(line, prefix=b"").strip().decode("utf-8", errors="replace"),
                 stream,
                 no_bold=True,
             )
+            parsed = parse(line)
+            body = parsed.msg if parsed else line
+            streamed.add(body.decode("utf-8", errors="replace"))
     except Exception as exc:  # any datastore client error; reported, and tailing goes on
         echo(f"[ temporary error in fetching logs: {exc} ]", "stderr")

@@ -26,6 +26,8 @@ WAIT_S = 30.0
 # Task events that the state messages already cover, or that only repeat what
 # the outcome says; every other event is echoed as it arrives.
 ROUTINE_EVENTS = {"Received", "Task Setup", "Started", "Terminated", "Not Restarting"}
+# How Nomad stops a task; while it is stopping them, the one verdict line says it all.
+STOPPING_EVENTS = {"Killing", "Killed"}
 
 
 @dataclass
@@ -35,6 +37,7 @@ class _State:
     deregistered: bool = False
     final_report: str | None = None
     started: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -89,6 +92,11 @@ class JobTracker:
     def finished(self) -> bool:
         return self._state.finished.is_set()
 
+    def stopping(self) -> bool:
+        """Nomad is stopping the task (a job stop, a drain): what it prints from now
+        on is how it was interrupted."""
+        return self._state.stopping.is_set()
+
     def _run(self) -> None:
         try:
             self._follow()
@@ -112,6 +120,8 @@ class JobTracker:
                     f"Task placed on node {alloc.get('NodeName')} (allocation {alloc['ID'][:8]})."
                 )
             self._state.alloc = alloc
+            if alloc.get("DesiredStatus") in ("stop", "evict"):
+                self._state.stopping.set()
             task_state = (alloc.get("TaskStates") or {}).get(self.task_name) or {}
             events = task_state.get("Events") or []
             for event in events[seen_events:]:
@@ -185,6 +195,8 @@ class JobTracker:
 
     def _report_event(self, event: dict) -> None:
         if event.get("Type") in ROUTINE_EVENTS:
+            return
+        if self.stopping() and event.get("Type") in STOPPING_EVENTS:
             return
         text = event.get("DisplayMessage") or event.get("Message") or ""
         self.echo(f"Nomad task event: {event.get('Type')}{': ' + text if text else ''}")
