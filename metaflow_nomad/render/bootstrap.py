@@ -13,7 +13,6 @@ from collections.abc import Mapping
 
 from metaflow.metaflow_config_funcs import config_values
 from metaflow.mflog import (
-    BASH_FLUSH_LOGS,
     BASH_MFLOG,
     BASH_SAVE_LOGS,
     export_mflog_env_vars,
@@ -21,6 +20,7 @@ from metaflow.mflog import (
 
 from metaflow_nomad.config import WORKLOAD_ENV
 from metaflow_nomad.model import JobIdentity, TaskLaunch
+from metaflow_nomad.render.code_package import code_package_setup, unquote_once
 
 LOGS_DIR = "$PWD/.logs"
 STDOUT_PATH = LOGS_DIR + "/mflog_stdout"
@@ -120,21 +120,18 @@ def build_task_launch(
         stdout_path=STDOUT_PATH,
         stderr_path=STDERR_PATH,
     )
-    if datastore_type == "local":
-        fetch_cmds = _shared_filesystem_package_commands(code_package)
-    else:
-        fetch_cmds = environment.get_package_commands(
-            code_package["url"], datastore_type, code_package["metadata"]
-        )
-    init_cmds = _cached_package_commands(fetch_cmds, code_package)
-    step = _unquote_once(
+    setup = code_package_setup(environment, code_package, datastore_type)
+    # Uploaded by the capture process as soon as it starts.
+    init_cmds = [*setup.commands, "mflog 'Task is starting.'"]
+    step = unquote_once(
         " && ".join([*environment.bootstrap_commands(identity.step_name, datastore_type), step_cli])
     )
-    step_expr = f"{CAPTURE} bash -c {shlex.quote(_unquote_once(BASH_MFLOG) + '; ' + step)}"
+    step_expr = f"{CAPTURE} bash -c {shlex.quote(unquote_once(BASH_MFLOG) + '; ' + step)}"
     init_expr = f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}"
     script = (
         'stop=\nchild=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'
         '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
+        f"{setup.definitions}"
         f"{init_expr}\n"
         f"c=$?\n{_forward_stop_signals(step_expr)}\n"
         # The capture process saves the logs of a step that ran; the bootstrap's own
@@ -142,16 +139,6 @@ def build_task_launch(
         f'[ -n "$child" ] || {BASH_SAVE_LOGS}\nexit $c\n'
     )
     return TaskLaunch(script=script, env=dict(env))
-
-
-def _unquote_once(expr: str) -> str:
-    """Metaflow's bootstrap commands carry one level of double-quote escaping.
-
-    They are written for ``@kubernetes``, which runs ``shlex.split('bash -c "<cmd>"')``
-    (so ``\\"`` in BASH_MFLOG and the boto3 download one-liner become ``"``).  This
-    script is run as is, so the same level is removed here.
-    """
-    return shlex.split(f'bash -c "{expr}"')[2]
 
 
 def _forward_stop_signals(step_expr: str) -> str:
@@ -174,79 +161,3 @@ def _forward_stop_signals(step_expr: str) -> str:
         '  while kill -0 "$child" 2>/dev/null; do wait "$child"; c=$?; done\n'
         "fi"
     )
-
-
-def _post_extract_exports(code_package: Mapping[str, str]) -> list[str]:
-    from metaflow.package import MetaflowPackage
-
-    exports = []
-    for key, value in MetaflowPackage.get_post_extract_env_vars(
-        code_package["metadata"], dest_dir="$(pwd)"
-    ).items():
-        if key.endswith(":"):
-            exports.append(f"export {key[:-1]}={value}")
-        else:
-            exports.append(f"export {key}={value}:$(printenv {key})")
-    return exports
-
-
-def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, str]) -> list[str]:
-    """Fetch and unpack the code package once per node, with compiled bytecode.
-
-    Every task otherwise downloads and unpacks its own copy, and each of its
-    Python processes compiles Metaflow from source again: most of a short task's
-    time.  ``fetch_cmds`` (which leave the package in ``./metaflow``) run in a
-    temporary directory next to the cache entry, which is then renamed into place
-    atomically, so concurrent tasks on a node never see a half-made entry.  Each
-    task gets its own copy of the user's files (``cp -a`` keeps the timestamps the
-    bytecode was compiled against), so a step that writes into its flow directory
-    cannot change another task's; Metaflow's library (``.mf_code``: 14 MB and 900
-    files, whose copy was 0.55 s of a 1.2 s no-op task) is a link to the cache
-    entry.  The cache directory is ``$METAFLOW_NOMAD_PACKAGE_CACHE`` (default
-    ``$TMPDIR`` or ``/tmp``).
-    """
-    fetch = _unquote_once(
-        " && ".join(c for c in fetch_cmds if c not in ("mflog 'Task is starting.'", "flush_mflogs"))
-    )
-    entry = (
-        '"${METAFLOW_NOMAD_PACKAGE_CACHE:-${TMPDIR:-/tmp}/metaflow-nomad-packages}"/'
-        + shlex.quote(code_package["sha"])
-    )
-    return [
-        _unquote_once(BASH_MFLOG),
-        _unquote_once(BASH_FLUSH_LOGS),
-        f"pkg={entry}",
-        # Owner-only: on a shared node, one user's code must not be readable by another.
-        'if [ ! -d "$pkg" ]; then (umask 077 && mkdir -p "$(dirname "$pkg")") && '
-        'tmp=$(mktemp -d "$pkg.tmp.XXXXXX") && '
-        f'{{ (cd "$tmp" && {fetch}) && rm -f "$tmp/metaflow/job.tar" && '
-        '{ python -m compileall -q -j 0 "$tmp/metaflow" >/dev/null 2>&1; '
-        'mv -T "$tmp/metaflow" "$pkg" 2>/dev/null; }; rm -rf "$tmp"; }; fi',
-        # As with Metaflow's own bootstrap, a package that cannot be fetched ends
-        # the task at once (saving logs would need the same unreachable datastore).
-        '{ [ -d "$pkg" ] || exit 1; }',
-        # The task's own copy of the user's files; Metaflow's library (.mf_code: most
-        # of the package and of its bytecode) is shared from the cache, read-only.
-        'mkdir metaflow && (shopt -s dotglob nullglob; for f in "$pkg"/*; do '
-        'if [ "${f##*/}" = .mf_code ]; then ln -s "$f" metaflow/.mf_code; '
-        'else cp -a "$f" metaflow/; fi; done)',
-        "cd metaflow",
-        *_post_extract_exports(code_package),
-        # Uploaded by the capture process as soon as it starts.
-        "mflog 'Task is starting.'",
-    ]
-
-
-def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list[str]:
-    """Local datastore on a shared filesystem: extract the package from its path."""
-    from metaflow.package import MetaflowPackage
-
-    return [
-        "mflog 'Setting up task environment.'",
-        "mkdir metaflow",
-        "cd metaflow",
-        "mkdir .metaflow",
-        *MetaflowPackage.get_extract_commands(
-            code_package["metadata"], shlex.quote(code_package["url"]), dest_dir="."
-        ),
-    ]
