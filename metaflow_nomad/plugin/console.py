@@ -1,11 +1,13 @@
 """``metaflow-nomad``: user commands that work from outside a flow file.
 
-``metaflow-nomad render FLOW_FILE --step STEP [options]`` runs the flow file's own
-CLI (``python FLOW_FILE [--with ...] nomad render STEP [options]``), so that the
-flow, its decorators, ``--with`` specs and configuration load exactly as for a
-run.  Only the flow-level options are declared here; every ``nomad render``
-option (``--format``, ``--offline``, ``--values``...) is passed through and
-declared once, on that command.
+``metaflow-nomad render FLOW_FILE --step STEP [options]`` and ``metaflow-nomad
+doctor FLOW_FILE [options]`` run the flow file's own CLI (``python FLOW_FILE
+[--with ...] nomad render|doctor ...``), so that the flow, its decorators,
+``--with`` specs and configuration load exactly as for a run.  Only the
+flow-level options are declared here; every command option (``--format``,
+``--offline``, ``--values``, ``--probe``...) is passed through and declared once,
+on that command.  ``metaflow-nomad doctor`` without a flow file checks the
+cluster for the defaults of ``--with nomad``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,20 @@ import argparse
 import os
 import subprocess
 import sys
+
+
+def _flow_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--with",
+        dest="with_specs",
+        action="append",
+        default=[],
+        metavar="nomad:k=v,...",
+        help="decorator specs, as for `python flow.py run --with`",
+    )
+    parser.add_argument(
+        "--datastore", default=None, help="datastore the run would use (local, s3, ...)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,29 +46,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("flow_file", help="the flow's Python file")
     render.add_argument("--step", required=True, help="the step to render")
-    render.add_argument(
-        "--with",
-        dest="with_specs",
-        action="append",
-        default=[],
-        metavar="nomad:k=v,...",
-        help="decorator specs, as for `python flow.py run --with`",
+    _flow_options(render)
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the cluster, the token and a flow's @nomad settings, one line each "
+        "(exit 1 on any failure). Other options (--probe, --step) are those of "
+        "`python FLOW_FILE nomad doctor --help`",
     )
-    render.add_argument(
-        "--datastore", default=None, help="datastore the run would use (local, s3, ...)"
+    doctor.add_argument(
+        "flow_file", nargs="?", default=None, help="the flow's Python file (optional)"
     )
+    _flow_options(doctor)
     return parser
 
 
-def render_main(argv: list[str]) -> int:
-    args, passed_through = build_parser().parse_known_args(argv)
-    command = [sys.executable, os.path.basename(args.flow_file), "--quiet", "--no-pylint"]
+def _flow_command(args, command: list[str]) -> int:
+    """Run ``python FLOW_FILE [flow options] nomad COMMAND...`` in the flow's directory."""
+    argv = [sys.executable, os.path.basename(args.flow_file), "--quiet", "--no-pylint"]
     if args.datastore:
-        command += ["--datastore", args.datastore]
+        argv += ["--datastore", args.datastore]
     for spec in args.with_specs:
-        command += ["--with", spec]
-    command += ["nomad", "render", args.step, *_absolute_values(passed_through)]
-    return subprocess.call(command, cwd=os.path.dirname(os.path.abspath(args.flow_file)) or ".")
+        argv += ["--with", spec]
+    argv += ["nomad", *command]
+    return subprocess.call(argv, cwd=os.path.dirname(os.path.abspath(args.flow_file)) or ".")
+
+
+def render_main(args, passed_through: list[str]) -> int:
+    return _flow_command(args, ["render", args.step, *_absolute_values(passed_through)])
+
+
+def doctor_main(args, passed_through: list[str]) -> int:
+    if args.flow_file:
+        return _flow_command(args, ["doctor", *passed_through])
+    if passed_through or args.with_specs or args.datastore:
+        print(
+            "metaflow-nomad doctor: --probe, --step, --with and --datastore need a flow "
+            "file: metaflow-nomad doctor FLOW_FILE ...",
+            file=sys.stderr,
+        )
+        return 2
+    from metaflow_nomad.plugin.doctor_command import doctor_without_flow
+
+    return 0 if doctor_without_flow() else 1
 
 
 def _absolute_values(options: list[str]) -> list[str]:
@@ -67,4 +102,9 @@ def _absolute_values(options: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return render_main(argv if argv is not None else sys.argv[1:])
+    args, passed_through = build_parser().parse_known_args(
+        argv if argv is not None else sys.argv[1:]
+    )
+    if args.command == "doctor":
+        return doctor_main(args, passed_through)
+    return render_main(args, passed_through)

@@ -1,0 +1,181 @@
+"""What ``doctor`` checks and prints, with or without a flow: sections of one-line
+checks and a verdict at the end.
+
+The checks themselves live in ``api.doctor`` and ``api.placement`` (the cluster)
+and ``runtime.probe`` (the scheduler's plan, the probe job); this module orders
+them, skips what an earlier failure makes pointless, and counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from metaflow_nomad.api.client import NomadClient
+from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.api.doctor import (
+    FAIL,
+    SKIP,
+    WARN,
+    Check,
+    check_capabilities,
+    check_connection,
+    check_token,
+    flat,
+    settings_report,
+)
+from metaflow_nomad.api.placement import (
+    check_devices,
+    check_driver,
+    check_node_pool,
+    check_nodes,
+    check_region,
+    node_lines,
+    read_nodes,
+)
+from metaflow_nomad.api.preflight import fast_client
+from metaflow_nomad.errors import NomadException
+from metaflow_nomad.settings import StepSettings
+
+Echo = Callable[[str], None]
+# The step settings shown in a step's header, in this order.
+HEADER_SETTINGS = ("driver", "image", "datacenters", "node_pool", "region", "nomad_namespace")
+
+
+class Report:
+    """Check lines under section titles, and the verdict they add up to."""
+
+    def __init__(self, echo: Echo):
+        self._echo = echo
+        self.checks: list[Check] = []
+        self._scope = ""
+        self._scopes: list[str] = []
+
+    def section(self, title: str, scope: str = "") -> None:
+        """A title line; ``scope`` names what the checks below are about, in the verdict."""
+        self._echo(title)
+        self._scope = scope
+
+    def text(self, line: str) -> None:
+        self._echo(line)
+
+    def add(self, *checks: Check) -> None:
+        for check in checks:
+            self.checks.append(check)
+            self._scopes.append(self._scope)
+            self._echo(check.line())
+
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.failed]
+
+    def verdict(self) -> bool:
+        """Print the verdict; True when nothing failed."""
+        failed = self.failed()
+        counted = [c for c in self.checks if c.status not in ("info", SKIP)]
+        warnings = sum(c.status == WARN for c in self.checks)
+        warned = f" ({warnings} warning(s))" if warnings else ""
+        if not failed:
+            self._echo(f"Verdict: all {len(counted)} checks passed{warned}.")
+            return True
+        names = ", ".join(
+            f"{c.name} ({scope})" if scope else c.name
+            for c, scope in zip(self.checks, self._scopes)
+            if c.failed
+        )
+        self._echo(
+            f"Verdict: {len(failed)} of {len(counted)} checks FAILED ({names}){warned}. "
+            "Each FAIL line says what to change."
+        )
+        return False
+
+
+def check_cluster(report: Report, connection: ConnectionSettings) -> NomadClient | None:
+    """The settings read, then address, TLS and token; a client if all of them passed
+    (everything else would fail for the same reason)."""
+    report.section("Settings read (METAFLOW_NOMAD_*, else their NOMAD_* twin):")
+    for line in settings_report():
+        report.text(line)
+    report.section("Cluster:")
+    client = fast_client(connection)
+    connected = check_connection(client)
+    report.add(*connected)
+    if any(c.failed for c in connected):
+        return None
+    token = check_token(client)
+    report.add(token)
+    return None if token.failed else client
+
+
+def check_namespaces(report: Report, client: NomadClient, namespaces, region=None) -> None:
+    for namespace in sorted({ns or "default" for ns in namespaces}):
+        report.section(f"Namespace '{namespace}':", scope=f"namespace '{namespace}'")
+        report.add(*check_capabilities(client, namespace, region))
+
+
+class Nodes:
+    """The cluster's nodes, listed once for all steps (None if the token may not)."""
+
+    def __init__(self, client: NomadClient, report: Report):
+        self.listed, warning = read_nodes(client)
+        if warning:
+            report.add(warning)
+
+
+def step_header(settings: StepSettings, label: str) -> str:
+    shown = []
+    for name in HEADER_SETTINGS:
+        value = getattr(settings, name)
+        if value in (None, ()):
+            continue
+        value = list(value) if isinstance(value, tuple) else value
+        shown.append(f"{name}={value} ({settings.sources.get(name, 'default')})")
+    shown.append(f"resources: {settings.describe_resources()}")
+    return f"{label[:1].upper()}{label[1:]}: " + ", ".join(shown)
+
+
+def steps_label(steps: list[str]) -> str:
+    names = ", ".join(f"'{name}'" for name in steps)
+    return f"step {names}" if len(steps) == 1 else f"steps {names}"
+
+
+def placement_key(settings: StepSettings) -> str:
+    """Steps whose settings only differ in name share their checks."""
+    return repr(dataclasses.replace(settings, step_name="", sources={}))
+
+
+def check_step_placement(
+    report: Report,
+    client: NomadClient,
+    nodes: Nodes,
+    settings: StepSettings,
+    label: str,
+    plan: Callable[[], Check],
+) -> None:
+    """Region, node pool, nodes and drivers (and GPUs), then the scheduler's plan.
+
+    ``label`` names the steps these settings are for (``steps_label``)."""
+    report.section(step_header(settings, label), scope=label)
+    static = [check_region(client, settings.region), check_node_pool(client, settings.node_pool)]
+    report.add(*static)
+    if nodes.listed is not None:
+        found, eligible = check_nodes(nodes.listed, settings.datacenters, settings.node_pool)
+        static.append(found)
+        report.add(found, *node_lines(eligible))
+        if eligible:
+            static.append(check_driver(eligible, settings.driver))
+            if settings.gpu:
+                static.append(check_devices(eligible, settings.gpu, settings.gpu_vendor))
+            report.add(*static[3:])
+    if any(c.failed for c in static):
+        report.add(Check(SKIP, "placement", "not planned: fix the lines above first"))
+        return
+    report.add(plan())
+
+
+def plan_check(render_and_parse: Callable[[], dict], check: Callable[[dict], Check]) -> Check:
+    """The plan line, or a failure to render or parse the step's job."""
+    try:
+        job = render_and_parse()
+    except NomadException as exc:
+        return Check(FAIL, "placement", f"the step's job cannot be rendered: {flat(str(exc))}")
+    return check(job)
