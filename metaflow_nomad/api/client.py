@@ -31,6 +31,7 @@ from metaflow_nomad.api.diagnosis import (
     explain_tls_failure,
     is_transient,
     job_namespace,
+    one_line,
     unreachable_message,
 )
 from metaflow_nomad.api.transport import requester
@@ -139,6 +140,7 @@ class NomadClient:
         if status is None:
             detail = unreachable_message(self.settings, text)
             return NomadUnreachable(f"{method.upper()} /v1/{path}: {detail}", None, detail)
+        text = one_line(text)
         message = explain_api_error(self.settings, method, path, status, text)
         hint = api_error_hint(status, text)
         text = text or f"HTTP {status}"

@@ -10,6 +10,7 @@ Pure functions, apart from those TLS probes: the client decides what to do.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import urllib.parse
@@ -30,6 +31,7 @@ PERMANENT_500_MARKERS = (
     "validation failed",
     "No path to region",
     "nonexistent namespace",
+    "nonexistent node pool",
 )
 
 
@@ -156,6 +158,11 @@ def _tls12_handshake_error(settings: ConnectionSettings, timeout: float = 5) -> 
         return str(exc)
 
 
+def one_line(text: str) -> str:
+    """Nomad's multi-error answers ("1 error occurred:\\n\\t* ...") on one line."""
+    return " ".join(re.sub(r"\d+ errors? occurred:|^\s*\* ", "", text, flags=re.M).split())
+
+
 def is_transient(status: int | None, text: str) -> bool:
     """Worth retrying: no answer at all, overload, or a server-side hiccup."""
     if status is None:
@@ -203,6 +210,11 @@ def api_error_hint(status: int | None, text: str) -> str | None:
         return (
             f"Create the namespace, or choose another with "
             f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
+        )
+    if status == 500 and "nonexistent node pool" in text:
+        return (
+            "Create the node pool (`nomad node pool apply`), or choose another with "
+            "METAFLOW_NOMAD_NODE_POOL or @nomad(node_pool=...)."
         )
     return None
 

@@ -10,13 +10,14 @@ token's policies are only readable with more rights than the token may have.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import SETTING, ConnectionSettings
-from metaflow_nomad.api.diagnosis import unknown_token_message
+from metaflow_nomad.api.diagnosis import one_line, unknown_token_message
 from metaflow_nomad.config import SETTING_SPECS, connection_config, setting_source
 from metaflow_nomad.errors import NomadClientError, NomadTlsError, NomadUnreachable
 
@@ -48,11 +49,6 @@ class Check:
         return f"  {self.status:<5} {self.name}: {self.detail}"
 
 
-def flat(text: str) -> str:
-    """Nomad's multi-line errors ("1 error occurred:\\n\\t* ...") on one line."""
-    return " ".join(text.replace("1 error occurred:", "").replace("* ", "").split())
-
-
 # -- reaching the cluster ------------------------------------------------------------
 
 
@@ -68,10 +64,11 @@ def check_connection(client: NomadClient) -> list[Check]:
         return [Check(OK, "address", f"{where} answers"), Check(FAIL, "TLS", exc.detail)]
     except NomadClientError as exc:
         if "HTTPS server" in exc.detail:
-            return [Check(OK, "address", f"{where} answers"), Check(FAIL, "TLS", flat(exc.detail))]
+            tls = Check(FAIL, "TLS", one_line(exc.detail))
+            return [Check(OK, "address", f"{where} answers"), tls]
         answer = (
             f"something at {where} answered, but not as a Nomad agent does "
-            f"({flat(exc.detail)}): check the address, and if an HTTP proxy is in between, "
+            f"({one_line(exc.detail)}): check the address, and if an HTTP proxy is in between, "
             "exclude the Nomad address with NO_PROXY."
         )
         return [Check(FAIL, "address", answer), Check(SKIP, "TLS", "not checked")]
@@ -114,7 +111,7 @@ def check_token(client: NomadClient) -> Check:
             )
         if exc.status in (403, 404):
             return Check(FAIL, "token", unknown_token_message())
-        return Check(FAIL, "token", f"looking it up failed: {flat(exc.detail)}")
+        return Check(FAIL, "token", f"looking it up failed: {one_line(exc.detail)}")
     name = own.get("Name") or "-"
     if own.get("Type") == "management":
         return Check(OK, "token", f"management token '{name}': every capability")
@@ -126,7 +123,9 @@ def check_token(client: NomadClient) -> Check:
 # -- what the token may do in a namespace ----------------------------------------------
 
 
-def probe_job(job_id: str, namespace: str | None, region: str | None = None) -> dict:
+def probe_job(
+    job_id: str, namespace: str | None, region: str | None = None, node_pool: str | None = None
+) -> dict:
     """The smallest valid batch job, for plans that test rights, never registered."""
     job = {
         "ID": job_id,
@@ -151,6 +150,8 @@ def probe_job(job_id: str, namespace: str | None, region: str | None = None) -> 
     }
     if region:
         job["Region"] = region
+    if node_pool:
+        job["NodePool"] = node_pool
     return job
 
 
@@ -167,17 +168,19 @@ def check_capabilities(
     namespace: str | None,
     region: str | None = None,
     which: tuple[str, ...] = tuple(name for name, _ in CAPABILITIES),
+    node_pool: str | None = None,
 ) -> list[Check]:
     """One line per capability a run needs in ``namespace``, each tested for real.
 
     The job ID is random, so the lookup, the listing and the stop find nothing
-    and change nothing; the plan registers nothing.
+    and change nothing; the plan registers nothing.  With ``node_pool`` the plan
+    also proves that the pool exists (Nomad checks it before the rights).
     """
     ns = namespace or "default"
     job_id = f"mf-doctor-{uuid.uuid4().hex[:12]}"
     probes: Mapping[str, Callable[[], object]] = {
         "parse jobs": lambda: client.parse(_probe_hcl(job_id), namespace=ns),
-        "submit jobs": lambda: client.plan(probe_job(job_id, ns, region)),
+        "submit jobs": lambda: client.plan(probe_job(job_id, ns, region, node_pool)),
         "read jobs": lambda: client.job(job_id, namespace=ns),
         "list jobs": lambda: client.list_jobs(prefix=job_id, namespace=ns),
         "stop jobs": lambda: client.deregister(job_id, namespace=ns),
@@ -197,7 +200,13 @@ def check_capabilities(
 
 
 def _denial(exc: NomadClientError, capability: str, namespace: str) -> str:
-    detail = flat(exc.detail)
+    detail = one_line(exc.detail)
+    pool = re.search(r'nonexistent node pool "([^"]*)"', detail)
+    if pool:
+        return (
+            f"node pool '{pool.group(1)}' does not exist: create it (`nomad node pool apply`) "
+            "or choose another with METAFLOW_NOMAD_NODE_POOL or @nomad(node_pool=...)."
+        )
     if "nonexistent namespace" in detail:
         return (
             f"the namespace does not exist: create it (`nomad namespace apply {namespace}`) "

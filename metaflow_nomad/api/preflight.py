@@ -2,11 +2,12 @@
 
 A run checks once, before its first ``@nomad`` task, that the cluster answers,
 that TLS and the token are right and that the token may submit and read jobs in
-the step's namespace.  Commands that talk to Nomad once (``nomad list``, ``nomad
-kill``, ``render``) check that it answers.  Either way an unreachable address
-fails in well under two seconds, with the address, where it came from and what to
-set: the client's retry budget (about 25 s) is for a cluster that answered before
-and then blips, not for one that was never there.
+the step's namespace (and node pool, which must exist).  Commands that talk to
+Nomad once (``nomad list``, ``nomad kill``, ``render``) check that it answers.
+Either way an unreachable address fails in well under two seconds, with the
+address, where it came from and what to set: the client's retry budget (about
+25 s) is for a cluster that answered before and then blips, not for one that was
+never there.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ def check_cluster_for_run(
     namespace: str | None,
     region: str | None,
     doctor_command: str,
+    node_pool: str | None = None,
 ) -> None:
     """Raise ``NomadPreflightError`` unless the cluster can take this run's jobs.
 
-    Checked once per process and (settings, namespace, region): the runtime calls
-    this for every ``@nomad`` step.
+    Checked once per process and (settings, namespace, region, node pool): the
+    runtime calls this for every ``@nomad`` step.
     """
-    key = (settings, namespace or settings.namespace, region)
+    key = (settings, namespace or settings.namespace, region, node_pool)
     if key in _passed:
         return
     client = fast_client(settings)
@@ -53,7 +55,9 @@ def check_cluster_for_run(
         failure = _first_failure([check_token(client)])
     if failure is None:
         failure = _first_failure(
-            check_capabilities(client, namespace or settings.namespace, region, RUN_CAPABILITIES)
+            check_capabilities(
+                client, namespace or settings.namespace, region, RUN_CAPABILITIES, node_pool
+            )
         )
     if failure is not None:
         raise NomadPreflightError(

@@ -172,6 +172,7 @@ class NomadDecorator(StepDecorator):
             settings.nomad_namespace,
             settings.region,
             doctor_command=f"python {os.path.basename(sys.argv[0])} nomad doctor",
+            node_pool=settings.node_pool,
         )
 
     def runtime_task_created(

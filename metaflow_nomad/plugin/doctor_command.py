@@ -44,6 +44,7 @@ def doctor(obj, probe, probe_step):
         raise click.UsageError("No step has @nomad: add it, or pass --with nomad.")
     connection = ConnectionSettings.from_environment()
     client = check_cluster(report, connection)
+    report.section(f"Flow {obj.flow.name}:")
     report.add(_datastore_check(obj, steps))
     if client is not None:
         settings = _step_settings(report, steps)
@@ -95,7 +96,7 @@ def _check_steps(report, client, obj, resolved) -> None:
         steps_label,
     )
 
-    check_namespaces(report, client, [s.nomad_namespace for _, _, s in resolved])
+    submittable = check_namespaces(report, client, [s.nomad_namespace for _, _, s in resolved])
     nodes = Nodes(client, report)
     groups: dict[str, list] = {}
     for name, deco, settings in resolved:
@@ -108,7 +109,9 @@ def _check_steps(report, client, obj, resolved) -> None:
             nodes,
             settings,
             steps_label([name for name, _, _ in group]),
-            lambda d=deco, s=settings: _plan(client, obj.flow.name, d.project_values, s),
+            (lambda d=deco, s=settings: _plan(client, obj.flow.name, d.project_values, s))
+            if (settings.nomad_namespace or "default") in submittable
+            else None,
         )
 
 
@@ -247,13 +250,14 @@ def doctor_without_flow() -> bool:
         settings = resolve_step_settings(
             "with-nomad", {}, config=read_config(), standard_env=read_standard_env()
         )
-        check_namespaces(report, client, [settings.nomad_namespace], settings.region)
+        namespace = settings.nomad_namespace or "default"
+        submittable = check_namespaces(report, client, [namespace], settings.region)
         check_step_placement(
             report,
             client,
             Nodes(client, report),
             settings,
             "defaults for `--with nomad` (no flow file given)",
-            lambda: _plan(client, "Doctor", {}, settings),
+            (lambda: _plan(client, "Doctor", {}, settings)) if namespace in submittable else None,
         )
     return report.verdict()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.api.diagnosis import one_line
 from metaflow_nomad.api.doctor import (
     FAIL,
     SKIP,
@@ -21,7 +22,6 @@ from metaflow_nomad.api.doctor import (
     check_capabilities,
     check_connection,
     check_token,
-    flat,
     settings_report,
 )
 from metaflow_nomad.api.placement import (
@@ -106,10 +106,16 @@ def check_cluster(report: Report, connection: ConnectionSettings) -> NomadClient
     return None if token.failed else client
 
 
-def check_namespaces(report: Report, client: NomadClient, namespaces, region=None) -> None:
+def check_namespaces(report: Report, client: NomadClient, namespaces, region=None) -> set[str]:
+    """The capability lines of each namespace; returns those where jobs may be submitted."""
+    submittable = set()
     for namespace in sorted({ns or "default" for ns in namespaces}):
-        report.section(f"Namespace '{namespace}':", scope=f"namespace '{namespace}'")
-        report.add(*check_capabilities(client, namespace, region))
+        report.section(f"Namespace '{namespace}':")
+        checks = check_capabilities(client, namespace, region)
+        report.add(*checks)
+        if not any(c.failed and c.name.startswith("submit jobs") for c in checks):
+            submittable.add(namespace)
+    return submittable
 
 
 class Nodes:
@@ -149,11 +155,12 @@ def check_step_placement(
     nodes: Nodes,
     settings: StepSettings,
     label: str,
-    plan: Callable[[], Check],
+    plan: Callable[[], Check] | None,
 ) -> None:
     """Region, node pool, nodes and drivers (and GPUs), then the scheduler's plan.
 
-    ``label`` names the steps these settings are for (``steps_label``)."""
+    ``label`` names the steps these settings are for (``steps_label``); ``plan`` is
+    None where the token may not submit jobs (a plan needs the same right)."""
     report.section(step_header(settings, label), scope=label)
     static = [check_region(client, settings.region), check_node_pool(client, settings.node_pool)]
     report.add(*static)
@@ -166,10 +173,12 @@ def check_step_placement(
             if settings.gpu:
                 static.append(check_devices(eligible, settings.gpu, settings.gpu_vendor))
             report.add(*static[3:])
-    if any(c.failed for c in static):
+    if plan is None:
+        report.add(Check(SKIP, "placement", "not planned: the token may not submit jobs here"))
+    elif any(c.failed for c in static):
         report.add(Check(SKIP, "placement", "not planned: fix the lines above first"))
-        return
-    report.add(plan())
+    else:
+        report.add(plan())
 
 
 def plan_check(render_and_parse: Callable[[], dict], check: Callable[[dict], Check]) -> Check:
@@ -177,5 +186,5 @@ def plan_check(render_and_parse: Callable[[], dict], check: Callable[[dict], Che
     try:
         job = render_and_parse()
     except NomadException as exc:
-        return Check(FAIL, "placement", f"the step's job cannot be rendered: {flat(str(exc))}")
+        return Check(FAIL, "placement", f"the step's job cannot be rendered: {one_line(str(exc))}")
     return check(job)

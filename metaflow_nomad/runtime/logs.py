@@ -83,11 +83,6 @@ def raw_log_tails(client, alloc_id: str, task_name: str, tail_bytes: int = 4096)
     return tails
 
 
-def raw_log_tail(client, alloc_id: str, task_name: str, tail_bytes: int = 4096) -> str:
-    """The end of the task's raw stdout and stderr, as one block per stream."""
-    return unseen_raw_lines(raw_log_tails(client, alloc_id, task_name, tail_bytes), set())
-
-
 def unseen_raw_lines(tails: dict, shown: set[str]) -> str:
     """Nomad's raw output that the stream did not show, one block per stream ('' if none).
 

@@ -12,7 +12,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from metaflow_nomad.api.doctor import FAIL, OK, SKIP, Check, flat
+from metaflow_nomad.api.diagnosis import one_line
+from metaflow_nomad.api.doctor import FAIL, OK, SKIP, Check
 from metaflow_nomad.errors import NomadClientError, NomadException
 from metaflow_nomad.model import TASK_NAME
 from metaflow_nomad.render import probe_task
@@ -42,7 +43,7 @@ def check_plan(client, job: dict, settings: StepSettings) -> Check:
     try:
         plan = client.plan(job)
     except NomadClientError as exc:
-        return Check(FAIL, "placement", f"the plan was refused: {flat(exc.detail)}")
+        return Check(FAIL, "placement", f"the plan was refused: {one_line(exc.detail)}")
     failure = describe_placement_failure([plan], settings.memory, placement_words(settings))
     if failure:
         return Check(FAIL, "placement", f"the scheduler would not place it now: {failure}")

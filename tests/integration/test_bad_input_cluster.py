@@ -52,18 +52,31 @@ def test_bad_input_fails_the_run_before_anything_is_submitted(
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("nomad:nomad_namespace=nope", 'is in nonexistent namespace "nope"'),
-        ("nomad:node_pool=gpu-pool", 'is in nonexistent node pool "gpu-pool"'),
+        (
+            "nomad:nomad_namespace=nope",
+            "Cannot submit jobs in namespace 'nope': the namespace does not exist: create it "
+            "(`nomad namespace apply nope`) or choose another with METAFLOW_NOMAD_NAMESPACE "
+            "(or NOMAD_NAMESPACE) or @nomad(nomad_namespace=...).",
+        ),
+        (
+            "nomad:node_pool=gpu-pool",
+            "Cannot submit jobs in namespace 'default': node pool 'gpu-pool' does not exist: "
+            "create it (`nomad node pool apply`) or choose another with "
+            "METAFLOW_NOMAD_NODE_POOL or @nomad(node_pool=...).",
+        ),
     ],
 )
-def test_unknown_namespace_or_node_pool_is_a_submission_error(
+def test_unknown_namespace_or_node_pool_fails_the_run_before_any_task(
     run_flow, nomad_client, spec, expected
 ):
     before = {j["ID"] for j in jobs_of_flow(nomad_client)}
     result = run_flow("bad_input_flow.py", "--with", spec, "--with", "retry:times=2")
-    assert result.returncode != 0
-    assert expected in result.output
-    assert "This failed task will not be retried." in result.output
+    assert result.returncode == 1
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert lines[lines.index(expected) - 1] == (
+        "Nomad is not ready for this run (nothing was submitted):"
+    )
+    assert "Task is starting" not in result.output
     assert {j["ID"] for j in jobs_of_flow(nomad_client)} == before
 
 

@@ -105,11 +105,16 @@ def _assert_not_retried(result) -> None:
     assert "(retry)" not in result.output
 
 
-def test_unknown_namespace_is_not_retried(run_flow, nomad_client):
+def test_unknown_namespace_fails_the_run_before_any_task(run_flow, nomad_client):
+    """The run's first-contact check finds it, so no attempt is made, let alone retried."""
+    before = nomad_client.list_jobs(prefix="mf-tracksubmitflow-", namespace="*")
     result = run_flow("track_submit_flow.py", env={"METAFLOW_NOMAD_NAMESPACE": "no-such-ns"})
-    _assert_not_retried(result)
-    assert 'nonexistent namespace "no-such-ns"' in result.output
-    assert _jobs(nomad_client, "TrackSubmitFlow", result.run_id) == {}
+    assert result.returncode == 1
+    assert "Cannot submit jobs in namespace 'no-such-ns': the namespace does not exist" in (
+        result.output
+    )
+    assert "Task is starting" not in result.output
+    assert nomad_client.list_jobs(prefix="mf-tracksubmitflow-", namespace="*") == before
 
 
 BROKEN_TEMPLATE = """{# metaflow-nomad-template-api: v1 #}
@@ -125,5 +130,6 @@ def test_template_that_nomad_rejects_is_not_retried(run_flow, nomad_client):
     template.write_text(BROKEN_TEMPLATE)
     result = run_flow("track_submit_flow.py", env={"METAFLOW_NOMAD_TEMPLATE": str(template)})
     _assert_not_retried(result)
-    assert "NomadParseError" in result.output
+    assert "Nomad rejected the rendered jobspec: " in result.output
+    assert "Traceback" not in result.output
     assert _jobs(nomad_client, "TrackSubmitFlow", result.run_id) == {}

@@ -106,7 +106,7 @@ def test_launcher_credentials_do_not_reach_the_task(
     )
     result = run_flow("nomad_flow.py", env=s3_server.metaflow_env("leak"), copy=False)
     assert result.returncode != 0
-    assert "Unable to locate credentials" in result.output
+    assert "the task has no AWS credentials" in result.output
     [stub] = find_jobs(nomad_client, "NomadFlow", result.run_id, include_dead=True)
     assert s3_server.secret_key not in json.dumps(nomad_client.job(stub["ID"]))
 
