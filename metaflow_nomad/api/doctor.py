@@ -214,6 +214,8 @@ def _denial(exc: NomadClientError, capability: str, namespace: str) -> str:
         )
     if exc.status == 403:
         reason = detail.removeprefix("Permission denied. ")
+        if reason.startswith("No ACL token"):
+            return f"denied: n{reason[1:]}"
         return f"denied: the token needs the `{capability}` capability here. {reason}"
     return detail
 

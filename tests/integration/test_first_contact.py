@@ -124,6 +124,56 @@ def test_the_check_gives_up_on_a_silent_address_in_under_two_seconds(silent_addr
     assert NomadClient(settings).min_retry_wait() > 20
 
 
+@pytest.fixture()
+def not_nomad():
+    """An HTTP server that answers 404 to everything, like a proxy in the way."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (
+            "http://no-such-host.invalid:4646",
+            "Cannot reach Nomad at http://no-such-host.invalid:4646 (from NOMAD_ADDR): the "
+            f"host name does not resolve. {FIX}",
+        ),
+        (
+            "not-nomad",
+            "Something at {address} (from NOMAD_ADDR) answered, but not as a Nomad agent does "
+            "(HTTP 404): check the address, and if an HTTP proxy is in between, exclude the "
+            "Nomad address with NO_PROXY.",
+        ),
+    ],
+    ids=["unknown-host", "not-nomad"],
+)
+def test_the_check_names_other_first_contact_failures(request, address, expected):
+    if address == "not-nomad":
+        address = request.getfixturevalue("not_nomad")
+    settings = ConnectionSettings(address=address, address_source="NOMAD_ADDR")
+    started = time.monotonic()
+    with pytest.raises(NomadPreflightError) as failed:
+        check_cluster_for_run(settings, None, None, "python flow.py nomad doctor")
+    assert str(failed.value).splitlines()[0] == expected.format(address=address)
+    assert time.monotonic() - started < 2.0
+
+
 @pytest.mark.parametrize(
     "command",
     [("list", "--my-runs"), ("kill", "--my-runs"), ("render", STEP)],

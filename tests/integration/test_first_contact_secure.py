@@ -84,6 +84,17 @@ def test_wrong_token(secure_agent, tmp_path):
     assert "METAFLOW_NOMAD_TOKEN (or NOMAD_TOKEN): set (from METAFLOW_NOMAD_TOKEN)" in lines
 
 
+def test_missing_token(secure_agent, tmp_path):
+    env = _env(secure_agent, tmp_path)
+    del env["METAFLOW_NOMAD_TOKEN"]  # the harness gives the management token by default
+    lines = _run(secure_agent, tmp_path, env)
+    assert (
+        "Cannot submit jobs in namespace 'default': denied: no ACL token is set and this "
+        f"cluster enforces ACLs: set {TOKEN} to the Secret ID of a token allowed to submit "
+        "jobs in namespace 'default'."
+    ) in lines
+
+
 def _denied(capability: str) -> str:
     return (
         f"denied: the token needs the `{capability}` capability here. The ACL token in {TOKEN} "

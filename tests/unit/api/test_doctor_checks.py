@@ -1,0 +1,156 @@
+"""doctor's pure checks on recorded Nomad answers: which nodes count, which drivers
+and devices they have, what a failing line tells the user to change, and that the
+settings listing never shows a secret.  The same checks run against real agents in
+tests/integration/test_doctor.py."""
+
+from __future__ import annotations
+
+from metaflow_nomad.api.diagnosis import one_line
+from metaflow_nomad.api.doctor import FAIL, OK, Check, _denial, settings_report
+from metaflow_nomad.api.placement import check_devices, check_driver, check_nodes, node_lines
+from metaflow_nomad.errors import NomadClientError
+from metaflow_nomad.plugin.doctor_report import Report
+
+
+def node(name, dc="dc1", pool="default", status="ready", eligible=True, drivers=None, devices=None):
+    return {
+        "Name": name,
+        "Datacenter": dc,
+        "NodePool": pool,
+        "Status": status,
+        "SchedulingEligibility": "eligible" if eligible else "ineligible",
+        "Drain": False,
+        "Drivers": drivers or {"raw_exec": {"Detected": True, "Healthy": True}},
+        "NodeResources": {"Devices": devices},
+    }
+
+
+def test_nodes_are_matched_by_datacenter_pattern_pool_and_state():
+    nodes = [
+        node("a", dc="east-1"),
+        node("b", dc="east-2", status="down"),
+        node("c", dc="west-1"),
+        node("d", dc="east-3", pool="gpu"),
+    ]
+    check, eligible = check_nodes(nodes, ("east-*",), None)
+    assert check == Check(
+        OK, "nodes", "1 ready and eligible in datacenters ['east-*'], node pool 'default': a"
+    )
+    assert [n["Name"] for n in eligible] == ["a"]
+    _, in_all = check_nodes(nodes, ("*",), "all")
+    assert sorted(n["Name"] for n in in_all) == ["a", "c", "d"]
+
+
+def test_no_node_in_the_datacenters_names_those_the_cluster_has():
+    check, eligible = check_nodes([node("a", dc="dc2"), node("b", dc="dc1")], ("nope",), None)
+    assert eligible == []
+    assert check.status == FAIL
+    assert check.detail == (
+        "no client node in datacenters ['nope'], node pool 'default' (the cluster's nodes are "
+        "in datacenters: dc1, dc2): set them with METAFLOW_NOMAD_DEFAULT_DATACENTERS or "
+        "@nomad(datacenters=...), or choose another node pool."
+    )
+
+
+def test_nodes_that_exist_but_cannot_take_work_are_named_with_their_state():
+    check, _ = check_nodes([node("a", status="down"), node("b", eligible=False)], ("*",), None)
+    assert check.detail == (
+        "no ready, eligible node in datacenters ['*'], node pool 'default' (a down/eligible, "
+        "b ready/ineligible): bring one up."
+    )
+
+
+DRIVERS = {
+    "docker": {"Detected": False, "Healthy": False, "HealthDescription": "Failed to connect"},
+    "exec": {"Detected": True, "Healthy": False, "HealthDescription": "no cgroups"},
+    "raw_exec": {"Detected": True, "Healthy": True},
+}
+
+
+def test_driver_health_per_node_and_the_fix_for_a_missing_driver():
+    eligible = [node("a", drivers=DRIVERS)]
+    assert node_lines(eligible) == [
+        Check(
+            "info",
+            "node a",
+            "dc1, pool default: docker not detected (Failed to connect), exec unhealthy "
+            "(no cgroups), raw_exec healthy",
+        )
+    ]
+    assert check_driver(eligible, "raw_exec") == Check(
+        OK, "driver raw_exec", "healthy on 1 of 1 node(s)"
+    )
+    missing = check_driver(eligible, "exec")
+    assert missing.status == FAIL
+    assert missing.detail == (
+        "no eligible node has a healthy exec driver (they have: raw_exec): enable exec on the "
+        "client nodes, or choose another driver with METAFLOW_NOMAD_DRIVER or "
+        "@nomad(driver=...)."
+    )
+
+
+def gpus(vendor, healthy, sick=0):
+    instances = [{"Healthy": True}] * healthy + [{"Healthy": False}] * sick
+    return {"Vendor": vendor, "Type": "gpu", "Name": "model", "Instances": instances}
+
+
+def test_devices_need_enough_healthy_instances_on_one_node():
+    eligible = [node("a", devices=[gpus("nvidia", 1, sick=2)]), node("b", devices=[gpus("amd", 4)])]
+    assert check_devices(eligible, 1, "nvidia").status == OK
+    two = check_devices(eligible, 2, "nvidia")
+    assert two.status == FAIL
+    assert two.detail.startswith(
+        "no eligible node has 2 healthy nvidia/gpu instance(s) (found: amd/gpu/model, "
+        "nvidia/gpu/model): "
+    )
+    assert check_devices(eligible, 4, "amd").detail == "a node has 4 healthy"
+
+
+def test_settings_report_shows_sources_and_never_a_secret(tmp_path):
+    environ = {
+        "METAFLOW_HOME": str(tmp_path),
+        "NOMAD_ADDR": "https://nomad.example:4646",
+        "NOMAD_TOKEN": "s3cr3t-token-value",
+        "METAFLOW_NOMAD_DRIVER": "exec",
+    }
+    lines = settings_report(environ)
+    assert (
+        "  METAFLOW_NOMAD_ADDRESS (or NOMAD_ADDR): https://nomad.example:4646 (from NOMAD_ADDR)"
+        in lines
+    )
+    assert "  METAFLOW_NOMAD_TOKEN (or NOMAD_TOKEN): set (from NOMAD_TOKEN)" in lines
+    assert "  METAFLOW_NOMAD_DRIVER: exec (from METAFLOW_NOMAD_DRIVER)" in lines
+    assert "  METAFLOW_NOMAD_MEMORY: not set; default 4096" in lines
+    assert not [line for line in lines if "s3cr3t" in line]
+
+
+def test_a_nonexistent_node_pool_or_namespace_is_told_as_such():
+    pool = NomadClientError(
+        "x", 500, '1 error occurred:\n\t* job "mf-doctor-1" is in nonexistent node pool "gpu"\n'
+    )
+    assert _denial(pool, "submit-job", "default") == (
+        "node pool 'gpu' does not exist: create it (`nomad node pool apply`) or choose another "
+        "with METAFLOW_NOMAD_NODE_POOL or @nomad(node_pool=...)."
+    )
+    namespace = NomadClientError("x", 500, 'job "j" is in nonexistent namespace "ns"')
+    assert _denial(namespace, "submit-job", "ns").startswith(
+        "the namespace does not exist: create it (`nomad namespace apply ns`)"
+    )
+    assert one_line("2 errors occurred:\n\t* a\n\t* b\n") == "a b"
+
+
+def test_the_verdict_counts_failures_with_where_they_are():
+    said = []
+    report = Report(said.append)
+    report.add(Check(OK, "address", "fine"), Check("warn", "nodes", "hidden"))
+    report.section("Step 'train':", scope="step 'train'")
+    report.add(Check(FAIL, "driver docker", "missing"), Check("skip", "placement", "later"))
+    assert report.verdict() is False
+    assert said[-1] == (
+        "Verdict: 1 of 3 checks FAILED (driver docker (step 'train')) (1 warning(s)). "
+        "Each FAIL line says what to change."
+    )
+    ok = Report(said.append)
+    ok.add(Check(OK, "address", "fine"))
+    assert ok.verdict() is True
+    assert said[-1] == "Verdict: all 1 checks passed."
