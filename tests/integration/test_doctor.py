@@ -17,7 +17,8 @@ import pytest
 
 from metaflow_nomad.testing.local_agent import find_nomad_binary
 from metaflow_nomad.testing.ports import free_port
-from tests.support.flows import clean_environ, flow_env, flow_source, run_flow
+from tests.support.docker import put_s3_credentials
+from tests.support.flows import agent_flow_env, clean_environ, flow_env, flow_source, run_flow
 from tests.support.s3 import BUCKET, S3_TEMPLATES
 
 pytestmark = pytest.mark.integration
@@ -228,3 +229,46 @@ def test_console_doctor_without_a_flow_file(nomad_agent, tmp_path):
     )
     assert "ok    placement: the scheduler would place this step's job now" in lines
     assert lines[-1] == "Verdict: all 13 checks passed."
+
+
+@pytest.fixture()
+def docker_on_s3(docker_agent, s3_server, tmp_path):
+    """The docker agent with S3 credentials in Nomad Variables, and a launcher set up
+    for docker tasks on S3 (host networking reaches the agent and moto on loopback)."""
+    put_s3_credentials(docker_agent, s3_server.credentials)
+    env = agent_flow_env(
+        docker_agent,
+        tmp_path,
+        extra={
+            **s3_server.metaflow_env(tmp_path.name),
+            "METAFLOW_NOMAD_DRIVER": "docker",
+            "METAFLOW_NOMAD_SHARED_FILESYSTEM": "",
+            "METAFLOW_NOMAD_NETWORK_MODE": "host",
+            "METAFLOW_NOMAD_TEMPLATES_DIR": str(S3_TEMPLATES),
+        },
+    )
+    return env
+
+
+def test_probe_in_docker_pulls_fetches_and_reaches_s3(docker_on_s3, tmp_path):
+    result = _doctor(tmp_path, docker_on_s3, "--probe")
+    assert result.returncode == 0, result.output
+    lines = _lines(result.output)
+    assert "ok    driver docker: healthy on 1 of 1 node(s)" in lines
+    probe = _section(lines, "Probe with step", 5)
+    assert probe[2] == "ok    code package download: the task fetched and unpacked it"
+    assert probe[3].startswith("ok    datastore: the task wrote s3://")
+
+
+def test_probe_in_docker_reports_an_image_that_cannot_be_pulled(docker_on_s3, tmp_path):
+    image = "metaflow-nomad/not-here:1.0"
+    env = {**docker_on_s3, "METAFLOW_NOMAD_DEFAULT_IMAGE": image}
+    result = _doctor(tmp_path, env, "--probe", flow="with_flow.py", top_args=("--with", "nomad"))
+    assert result.returncode == 1
+    probe = _section(_lines(result.output), "Probe with step 'start'", 3)
+    assert probe[0].startswith("ok    code package upload: ")
+    assert probe[1].startswith(
+        f"FAIL  task start: the docker image `{image}` could not be pulled on node "
+        'mf-nomad-test: API error (500): Get "https://registry-1.docker.io/v2/"'
+    )
+    assert probe[2].startswith("ok    clean-up: job ")

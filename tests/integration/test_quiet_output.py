@@ -56,14 +56,36 @@ def test_nomad_kill_of_a_foreach_prints_one_line_per_task(nomad_agent, nomad_cli
         job_id = f"mf-napforeachflow-{run_id}-nap-{task_id}-0"
         said = _launcher_lines(output, run_id, "nap", task_id)
         running = next(n for n, line in enumerate(said) if line.startswith("Task is running"))
-        assert said[running + 1 :] == [
-            "Task stopped: the Nomad job was stopped from outside (alloc not needed due to job "
-            "update), e.g. by `nomad job stop`, the flow's `nomad kill` or the Nomad UI. "
-            f"Job {job_id} is not retried."
-        ]
+        [stopped] = said[running + 1 :]
+        held_back = re.fullmatch(
+            re.escape(
+                "Task stopped: the Nomad job was stopped from outside (alloc not needed due to "
+                "job update), e.g. by `nomad job stop`, the flow's `nomad kill` or the Nomad UI. "
+                f"Job {job_id} is not retried."
+            )
+            + r"( Its last (\d+) log line\(s\), written while Nomad stopped it, are kept in the "
+            r"task's log \(the `logs` command\)\.)?",
+            stopped,
+        )
+        assert held_back, stopped
+        kept = _task_log(tmp_path, env, f"{run_id}/nap/{task_id}")
+        assert "napping" in kept
+        print(f"task {task_id}: held back {held_back.group(2) or 0} line(s); its log:\n{kept}")
     for noise in ("Traceback", "KeyboardInterrupt", "nomad alloc logs", "Nomad task event"):
         assert noise not in output
     print(f"`nomad kill` of 3 running foreach tasks: {len(output.splitlines())} lines of output")
+
+
+def _task_log(workdir, env, pathspec: str) -> str:
+    """What ``python flow.py logs`` shows of a task: the log Nomad's stop left behind."""
+    return subprocess.run(
+        [sys.executable, "nap_foreach_flow.py", "--no-pylint", "logs", pathspec],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
 
 def test_ctrl_c_reports_the_signal_in_one_line(nomad_agent, nomad_client, tmp_path):
