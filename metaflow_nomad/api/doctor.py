@@ -4,8 +4,10 @@
 few a run cannot do without.  Every check asks the cluster itself and changes
 nothing: a capability is tested with a request that needs it and has no effect
 (the parse of a tiny job, a scheduler plan, the lookup, listing and stop of a job
-ID that exists nowhere).  Nomad 1.6 has no "may this token do X" endpoint, and a
-token's policies are only readable with more rights than the token may have.
+ID that exists nowhere).  Nomad 1.6 has no "may this token do X" endpoint; a token
+may read its own policies, but judging their rules (namespace globs, policy
+shorthands, roles) would re-implement Nomad's ACL engine, where the answer to a
+real request cannot be wrong.
 """
 
 from __future__ import annotations

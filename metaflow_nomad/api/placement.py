@@ -155,27 +155,47 @@ def check_driver(eligible: list[dict], driver: str) -> Check:
     )
 
 
-def check_devices(eligible: list[dict], count: int, vendor: str) -> Check:
-    """Whether one node has ``count`` healthy ``vendor``/gpu instances."""
-    best, seen = 0, []
+def requested_devices(job: dict) -> list[tuple[str, int]]:
+    """(name, count) of every device a job's tasks ask for, as its template wrote them
+    (``nvidia/gpu`` from the GPU variant, or whatever a project template requests)."""
+    return [
+        (device.get("Name", ""), int(device.get("Count") or 1))
+        for group in job.get("TaskGroups") or []
+        for task in group.get("Tasks") or []
+        for device in (task.get("Resources") or {}).get("Devices") or []
+    ]
+
+
+def _matches(request: str, group: dict) -> bool:
+    """Nomad's device names: ``type``, ``vendor/type`` or ``vendor/type/name``."""
+    parts = request.split("/")
+    have = [group.get("Vendor"), group.get("Type"), group.get("Name")]
+    if len(parts) == 1:
+        return parts[0] == have[1]
+    return parts == have[: len(parts)]
+
+
+def check_devices(eligible: list[dict], request: str, count: int) -> Check:
+    """Whether one node has ``count`` healthy instances of the device ``request``."""
+    best, seen = 0, set()
     for node in eligible:
-        devices = ((node.get("NodeResources") or {}).get("Devices")) or []
+        groups = ((node.get("NodeResources") or {}).get("Devices")) or []
+        seen.update(f"{g.get('Vendor')}/{g.get('Type')}/{g.get('Name')}" for g in groups)
         healthy = sum(
             1
-            for d in devices
-            if d.get("Vendor") == vendor and d.get("Type") == "gpu"
-            for i in d.get("Instances") or []
-            if i.get("Healthy")
+            for group in groups
+            if _matches(request, group)
+            for instance in group.get("Instances") or []
+            if instance.get("Healthy")
         )
-        seen.extend(f"{d.get('Vendor')}/{d.get('Type')}/{d.get('Name')}" for d in devices)
         best = max(best, healthy)
-    name = f"gpu {vendor}/gpu x {count}"
+    name = f"device {request} x {count}"
     if best >= count:
         return Check(OK, name, f"a node has {best} healthy")
-    found = ", ".join(sorted(set(seen))) or "no devices"
+    found = ", ".join(sorted(seen)) or "no devices"
     return Check(
         FAIL,
         name,
-        f"no eligible node has {count} healthy {vendor}/gpu instance(s) (found: {found}): "
-        "lower `gpu`, set `gpu_vendor`, or add GPU nodes with the device plugin.",
+        f"no eligible node has {count} healthy {request} instance(s) (found: {found}): "
+        "lower `gpu`, set `gpu_vendor`, or add nodes with the device and its plugin.",
     )

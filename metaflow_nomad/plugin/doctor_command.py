@@ -109,7 +109,7 @@ def _check_steps(report, client, obj, resolved) -> None:
             nodes,
             settings,
             steps_label([name for name, _, _ in group]),
-            (lambda d=deco, s=settings: _plan(client, obj.flow.name, d.project_values, s))
+            _job(client, obj.flow.name, deco.project_values, settings)
             if (settings.nomad_namespace or "default") in submittable
             else None,
         )
@@ -119,12 +119,12 @@ def _identity(flow_name: str, step: str, run_id: str, task_id: str) -> JobIdenti
     return JobIdentity(flow_name, run_id, step, task_id, 0, util.get_username())
 
 
-def _plan(client, flow_name: str, values, settings):
-    """The placement line: the step's job, rendered and planned (never registered)."""
-    from metaflow_nomad.plugin.doctor_report import plan_check
+def _job(client, flow_name: str, values, settings):
+    """The step's job as the cluster parses it (for its devices and the plan), or
+    the FAIL line saying why it cannot be rendered."""
+    from metaflow_nomad.plugin.doctor_report import parsed_job
     from metaflow_nomad.render.jobspec import parse_jobspec
     from metaflow_nomad.render.probe import render_plan_job
-    from metaflow_nomad.runtime.probe import check_plan
 
     identity = _identity(flow_name, settings.step_name, PROBE_RUN, "plan")
 
@@ -132,7 +132,7 @@ def _plan(client, flow_name: str, values, settings):
         rendered = render_plan_job(settings, identity, client.settings, values)
         return parse_jobspec(rendered, client)
 
-    return plan_check(render_and_parse, lambda job: check_plan(client, job, settings))
+    return parsed_job(render_and_parse)
 
 
 def _probe(report, obj, resolved, probe_step, connection) -> None:
@@ -258,6 +258,6 @@ def doctor_without_flow() -> bool:
             Nodes(client, report),
             settings,
             "defaults for `--with nomad` (no flow file given)",
-            (lambda: _plan(client, "Doctor", {}, settings)) if namespace in submittable else None,
+            _job(client, "Doctor", {}, settings) if namespace in submittable else None,
         )
     return report.verdict()

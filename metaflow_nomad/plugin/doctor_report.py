@@ -32,9 +32,11 @@ from metaflow_nomad.api.placement import (
     check_region,
     node_lines,
     read_nodes,
+    requested_devices,
 )
 from metaflow_nomad.api.preflight import fast_client
 from metaflow_nomad.errors import NomadException
+from metaflow_nomad.runtime.probe import check_plan
 from metaflow_nomad.settings import StepSettings
 
 Echo = Callable[[str], None]
@@ -155,36 +157,39 @@ def check_step_placement(
     nodes: Nodes,
     settings: StepSettings,
     label: str,
-    plan: Callable[[], Check] | None,
+    job: dict | Check | None,
 ) -> None:
-    """Region, node pool, nodes and drivers (and GPUs), then the scheduler's plan.
+    """Region, node pool, nodes, drivers and devices, then the scheduler's plan.
 
-    ``label`` names the steps these settings are for (``steps_label``); ``plan`` is
-    None where the token may not submit jobs (a plan needs the same right)."""
+    ``label`` names the steps these settings are for (``steps_label``).  ``job`` is
+    the step's job as the cluster parsed it, a FAIL line when it cannot be rendered,
+    or None when the token may not submit jobs (a plan needs the same right)."""
     report.section(step_header(settings, label), scope=label)
     static = [check_region(client, settings.region), check_node_pool(client, settings.node_pool)]
     report.add(*static)
     if nodes.listed is not None:
         found, eligible = check_nodes(nodes.listed, settings.datacenters, settings.node_pool)
-        static.append(found)
         report.add(found, *node_lines(eligible))
+        static.append(found)
         if eligible:
-            static.append(check_driver(eligible, settings.driver))
-            if settings.gpu:
-                static.append(check_devices(eligible, settings.gpu, settings.gpu_vendor))
-            report.add(*static[3:])
-    if plan is None:
+            hardware = [check_driver(eligible, settings.driver)]
+            if isinstance(job, dict):
+                hardware += [check_devices(eligible, *d) for d in requested_devices(job)]
+            report.add(*hardware)
+            static += hardware
+    if job is None:
         report.add(Check(SKIP, "placement", "not planned: the token may not submit jobs here"))
+    elif isinstance(job, Check):
+        report.add(job)
     elif any(c.failed for c in static):
         report.add(Check(SKIP, "placement", "not planned: fix the lines above first"))
     else:
-        report.add(plan())
+        report.add(check_plan(client, job, settings))
 
 
-def plan_check(render_and_parse: Callable[[], dict], check: Callable[[dict], Check]) -> Check:
-    """The plan line, or a failure to render or parse the step's job."""
+def parsed_job(render_and_parse: Callable[[], dict]) -> dict | Check:
+    """The step's job as the cluster parses it, or the line saying why it cannot be."""
     try:
-        job = render_and_parse()
+        return render_and_parse()
     except NomadException as exc:
         return Check(FAIL, "placement", f"the step's job cannot be rendered: {one_line(str(exc))}")
-    return check(job)

@@ -172,6 +172,7 @@ class TaskLauncher:
             self._echo(final_report)
         self._guard.stop(reason=f"task {outcome.status}")
         reason = outcome.message or outcome.status
+        advice = " This could be a transient error. Use @retry to retry."
         if outcome.alloc_id and outcome.status != "migrated":
             tails = raw_log_tails(self._client, outcome.alloc_id, TASK_NAME)
             unseen = unseen_raw_lines(tails, streamed.shown())
@@ -179,12 +180,12 @@ class TaskLauncher:
                 self._echo(unseen)
             setup = bootstrap_failure(tails)
             if setup:
-                reason = f"{reason}: {setup}"
-        message = (
-            f"Step failed on Nomad (job {job_id}, allocation "
-            f"{(outcome.alloc_id or '-')[:8]}): {reason}.{_held_back(streamed)}"
+                # The bootstrap said why and what to check: that is the advice.
+                reason, advice = f"{reason}: {setup.rstrip('.')}", ""
+        raise NomadJobFailed(
+            f"Step failed on Nomad (job {job_id}, allocation {(outcome.alloc_id or '-')[:8]}): "
+            f"{reason}.{_held_back(streamed)}{advice}"
         )
-        raise NomadJobFailed(message + " This could be a transient error. Use @retry to retry.")
 
 
 def _held_back(streamed: StreamedLines) -> str:

@@ -6,6 +6,7 @@ variant requests that device type; the GPU variant is still what the step's
 `gpu=` setting selects.
 """
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -108,3 +109,30 @@ def test_more_devices_than_exist_is_explained_and_times_out(device_agent, tmp_pa
     assert "Task is pending: task group 'step' cannot be placed" in output
     assert "1 of 1 node(s) lack the requested device" in output
     assert "pending after 5s (pending_timeout)" in output
+
+
+def _doctor(flow_file, tmp_path, env):
+    return run_flow(flow_file, tmp_path, env, "doctor", command="nomad", timeout=120)
+
+
+def test_doctor_checks_the_devices_the_steps_template_asks_for(device_agent, tmp_path):
+    """The devices come from the step's rendered job (here a project template asking
+    for nomad/file/mock), and are counted on the node through the API."""
+    env = agent_flow_env(device_agent, tmp_path, extra=device_env())
+    fits = _doctor("device_flow.py", tmp_path / "fits", env)
+    assert fits.returncode == 0, fits.output
+    lines = [line.strip() for line in fits.output.splitlines()]
+    assert "ok    device nomad/file/mock x 2: a node has 2 healthy" in lines
+    assert "ok    placement: the scheduler would place this step's job now" in lines
+
+    too_many = _doctor("too_many_devices_flow.py", tmp_path / "too-many", env)
+    assert too_many.returncode == 1
+    lines = [line.strip() for line in too_many.output.splitlines()]
+    device = next(line for line in lines if line.startswith("FAIL  device"))
+    assert re.fullmatch(
+        r"FAIL  device nomad/file/mock x (\d+): no eligible node has \1 healthy nomad/file/mock "
+        r"instance\(s\) \(found: nomad/file/mock\): lower `gpu`, set `gpu_vendor`, or add "
+        r"nodes with the device and its plugin\.",
+        device,
+    ), device
+    assert "skip  placement: not planned: fix the lines above first" in lines

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from metaflow_nomad.api.diagnosis import one_line
 from metaflow_nomad.api.doctor import FAIL, OK, Check, _denial, settings_report
-from metaflow_nomad.api.placement import check_devices, check_driver, check_nodes, node_lines
+from metaflow_nomad.api.placement import (
+    check_devices,
+    check_driver,
+    check_nodes,
+    node_lines,
+    requested_devices,
+)
 from metaflow_nomad.errors import NomadClientError
 from metaflow_nomad.plugin.doctor_report import Report
 
@@ -89,21 +95,36 @@ def test_driver_health_per_node_and_the_fix_for_a_missing_driver():
     )
 
 
-def gpus(vendor, healthy, sick=0):
+def devices(vendor, kind, name, healthy, sick=0):
     instances = [{"Healthy": True}] * healthy + [{"Healthy": False}] * sick
-    return {"Vendor": vendor, "Type": "gpu", "Name": "model", "Instances": instances}
+    return {"Vendor": vendor, "Type": kind, "Name": name, "Instances": instances}
 
 
-def test_devices_need_enough_healthy_instances_on_one_node():
-    eligible = [node("a", devices=[gpus("nvidia", 1, sick=2)]), node("b", devices=[gpus("amd", 4)])]
-    assert check_devices(eligible, 1, "nvidia").status == OK
-    two = check_devices(eligible, 2, "nvidia")
-    assert two.status == FAIL
-    assert two.detail.startswith(
-        "no eligible node has 2 healthy nvidia/gpu instance(s) (found: amd/gpu/model, "
-        "nvidia/gpu/model): "
+def test_devices_are_read_from_the_job_and_matched_like_nomad_does():
+    job = {
+        "TaskGroups": [
+            {"Tasks": [{"Resources": {"Devices": [{"Name": "nvidia/gpu", "Count": 2}]}}]},
+            {"Tasks": [{"Resources": {"Devices": [{"Name": "nomad/file/mock"}]}}]},
+        ]
+    }
+    assert requested_devices(job) == [("nvidia/gpu", 2), ("nomad/file/mock", 1)]
+    eligible = [
+        node("a", devices=[devices("nvidia", "gpu", "t4", 1, sick=2)]),
+        node("b", devices=[devices("nomad", "file", "mock", 2)]),
+    ]
+    assert check_devices(eligible, "nvidia/gpu", 1).status == OK
+    assert check_devices(eligible, "gpu", 1).status == OK
+    assert check_devices(eligible, "nomad/file/mock", 2) == Check(
+        OK, "device nomad/file/mock x 2", "a node has 2 healthy"
     )
-    assert check_devices(eligible, 4, "amd").detail == "a node has 4 healthy"
+    two = check_devices(eligible, "nvidia/gpu", 2)
+    assert two.status == FAIL
+    assert two.detail == (
+        "no eligible node has 2 healthy nvidia/gpu instance(s) (found: nomad/file/mock, "
+        "nvidia/gpu/t4): lower `gpu`, set `gpu_vendor`, or add nodes with the device and "
+        "its plugin."
+    )
+    assert check_devices(eligible, "amd/gpu", 1).status == FAIL
 
 
 def test_settings_report_shows_sources_and_never_a_secret(tmp_path):
