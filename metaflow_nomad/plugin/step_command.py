@@ -68,6 +68,10 @@ def step(
     except (NomadException, OSError):
         traceback.print_exc(chain=False)
         sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
+    if invocation.metadata_snapshot is not None:
+        from metaflow_nomad.render.metadata_snapshot import save_snapshot
+
+        save_snapshot(ctx.obj.flow_datastore, invocation.metadata_snapshot)
     with TaskLauncher(client, rendered, settings, echo, echo_log) as launcher:
         try:
             launcher.submit()
