@@ -175,7 +175,7 @@ for step in run:
                 "successful": task.successful,
                 "metadata": task.metadata_dict,
                 "data": {a.id: a.data for a in task if not a.id.startswith("_")}
-                if task.successful
+                if task.finished
                 else {},
             }
             for task in step
