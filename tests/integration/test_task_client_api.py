@@ -43,18 +43,30 @@ def only(tasks: list[dict]) -> dict:
     return task
 
 
-def card_text(run_flow, env, pathspec: str, *options: str) -> str:
-    """``python flow.py card get PATHSPEC [options] FILE``: what the card shows.
+def shown(html: str) -> str:
+    """What a card shows: its page carries the components as base64 JSON (``__MF_DATA__``)."""
+    encoded = re.findall(r'__MF_DATA__\["[^"]+"\] = "([^"]+)"', html)
+    assert encoded, "no card data in the page"
+    return "\n".join(base64.b64decode(e).decode() for e in encoded)
 
-    A card's page carries its components as base64 JSON (``__MF_DATA__``).
-    """
+
+def card_text(run_flow, env, pathspec: str, *options: str) -> str:
+    """``python flow.py card get PATHSPEC [options] FILE``: what the card shows."""
     path = run_flow.workdir / "card.html"
     path.unlink(missing_ok=True)
     result = run_flow(FLOW, "get", pathspec, *options, str(path), command="card", env=env)
     assert result.returncode == 0, result.output
-    encoded = re.findall(r'__MF_DATA__\["[^"]+"\] = "([^"]+)"', path.read_text())
-    assert encoded, f"no card data in {path}"
-    return "\n".join(base64.b64decode(e).decode() for e in encoded)
+    return shown(path.read_text())
+
+
+def card_view_text(run_flow, env, pathspec: str, *options: str) -> str:
+    """``python flow.py card view ...`` with a "browser" that prints the page's URL."""
+    browser = {**env, "BROWSER": "echo %s"}
+    result = run_flow(FLOW, "view", pathspec, *options, command="card", env=browser)
+    assert result.returncode == 0, result.output
+    [path] = re.findall(r"file://(\S+)", result.output)
+    with open(path) as handle:
+        return shown(handle.read())
 
 
 def local_metadata_dirs(alloc_dir) -> list[str]:
@@ -97,6 +109,9 @@ def test_client_api_tags_and_cards_in_tasks_then_resume(
     # Cards: the default and an editable one with an id on one step, blank on the others.
     start_path = start["pathspec"].split("/", 1)[1]
     assert "Notes written on Nomad" in card_text(
+        run_flow, datastore_env, start_path, "--id", "notes"
+    )
+    assert "Notes written on Nomad" in card_view_text(
         run_flow, datastore_env, start_path, "--id", "notes"
     )
     listed = run_flow(FLOW, "list", start_path, "--as-json", command="card", env=datastore_env)
