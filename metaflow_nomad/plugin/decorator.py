@@ -216,7 +216,7 @@ class NomadDecorator(StepDecorator):
         # No log sidecar: the task's capture process uploads the logs (task/capture.py).
         # No task_finished either: with local metadata and a remote datastore the
         # task's bootstrap sends its metadata back once the step's last process has
-        # ended (render.metadata_snapshot), as a card's final render writes metadata
+        # ended (task.run_metadata), as a card's final render writes metadata
         # after every decorator's task_finished may have run.
 
     @classmethod

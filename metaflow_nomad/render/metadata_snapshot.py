@@ -14,8 +14,8 @@ reads on the launcher.  The blob is content-addressed and built
 deterministically, so tasks launched from the same metadata share one upload
 and ``render`` shows the key a step would use.
 
-Run in the task as ``python -m metaflow_nomad.render.metadata_snapshot
-restore|sync ...`` (``task_commands`` writes those lines).
+This module is the launcher's side; the task's is ``metaflow_nomad.task.run_metadata``,
+run by the lines ``task_commands`` writes into the bootstrap.
 """
 
 from __future__ import annotations
@@ -23,19 +23,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import shlex
-import sys
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
+from metaflow_nomad.model import JobIdentity
 
 _META_DIR = "_meta"
-# Written by ``restore`` next to the task's metadata directory, read by ``sync``.
-MANIFEST = ".metaflow-nomad-restored.json"
+# The task's side: restore and sync (run in the task, see its docstring).
+TASK_MODULE = "metaflow_nomad.task.run_metadata"
 
 
 @dataclass(frozen=True)
@@ -95,64 +93,16 @@ def build_snapshot(root: str | None, flow_name: str) -> MetadataSnapshot | None:
 
 
 def save_snapshot(flow_datastore, snapshot: MetadataSnapshot) -> None:
-    """Store the blob where the task's ``restore_snapshot`` loads it from."""
+    """Store the blob where the task's ``restore`` loads it from."""
     [(_, key)] = flow_datastore.save_data([snapshot.blob], len_hint=1)
     if key != snapshot.key:
         raise RuntimeError(f"metadata snapshot stored as {key}, expected {snapshot.key}")
 
 
-def restore_snapshot(flow_datastore, key: str, root: str) -> dict[str, tuple[int, int]]:
-    """Unpack the snapshot into the task's local metadata ``root``, never over a file
-    the task already wrote.  Returns what was unpacked: path -> (mtime_ns, size)."""
-    [(_, blob)] = list(flow_datastore.load_data([key]))
-    restored = {}
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        for member in tar:
-            if not member.isfile() or member.name.startswith("/") or ".." in member.name.split("/"):
-                continue
-            path = os.path.join(root, member.name)
-            if os.path.exists(path):
-                continue
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as handle:
-                handle.write(tar.extractfile(member).read())
-            os.utime(path, (member.mtime, member.mtime))
-            stat = os.stat(path)
-            restored[path] = (stat.st_mtime_ns, stat.st_size)
-    return restored
-
-
-def changed_metadata_blob(root: str, restored: Mapping[str, tuple[int, int]]) -> bytes:
-    """What the task wrote or changed under ``root``, as Metaflow's metadata tarball.
-
-    Members are named ``.metaflow/...`` like the ``tar.add(".metaflow")`` of
-    ``sync_local_metadata_to_datastore``, so the launcher's unchanged
-    ``sync_local_metadata_from_datastore`` copies them into its own directory.
-    """
-
-    def unchanged(path: str) -> bool:
-        if path not in restored:
-            return False
-        stat = os.stat(path)
-        return (stat.st_mtime_ns, stat.st_size) == restored[path]
-
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        tar.add(root, arcname=DATASTORE_LOCAL_DIR, recursive=False)
-        for directory, subdirs, files in os.walk(root):
-            subdirs.sort()
-            for name in sorted(files):
-                path = os.path.join(directory, name)
-                if not unchanged(path):
-                    arcname = os.path.join(DATASTORE_LOCAL_DIR, os.path.relpath(path, root))
-                    tar.add(path, arcname=arcname)
-    return raw.getvalue()
-
-
 def task_commands(
     metadata_type: str,
     datastore,
-    identity,
+    identity: JobIdentity,
     snapshot: MetadataSnapshot | None,
 ) -> tuple[list[str], list[str]]:
     """The bootstrap lines that carry the run's metadata in and the task's back out."""
@@ -173,47 +123,4 @@ def task_commands(
 
 
 def _task_command(*args: str) -> str:
-    return f"python -m {__name__} " + " ".join(shlex.quote(a) for a in args)
-
-
-def _flow_datastore(datastore_type: str, datastore_root: str, flow_name: str):
-    from metaflow.datastore import FlowDataStore
-    from metaflow.plugins import DATASTORES
-
-    storage = {impl.TYPE: impl for impl in DATASTORES}[datastore_type]
-    return FlowDataStore(flow_name, None, storage_impl=storage, ds_root=datastore_root)
-
-
-def _task_root() -> str:
-    """The task's local metadata directory: ``.metaflow`` in its working directory."""
-    from metaflow.plugins.datastores.local_storage import LocalStorage
-
-    return LocalStorage.get_datastore_root_from_config(lambda *a, **k: None)
-
-
-def main(argv: list[str]) -> None:
-    """``restore|sync DATASTORE_TYPE DATASTORE_ROOT FLOW/RUN/STEP/TASK KEY|ATTEMPT``."""
-    command, datastore_type, datastore_root, pathspec, last = argv
-    flow_name, run_id, step_name, task_id = pathspec.split("/")
-    flow_datastore = _flow_datastore(datastore_type, datastore_root, flow_name)
-    root = _task_root()
-    manifest = os.path.join(os.path.dirname(root), MANIFEST)
-    if command == "restore":
-        restored = restore_snapshot(flow_datastore, last, root)
-        with open(manifest, "w") as handle:
-            json.dump(restored, handle)
-        return
-    restored = {}
-    if os.path.exists(manifest):
-        with open(manifest) as handle:
-            restored = {path: tuple(stat) for path, stat in json.load(handle).items()}
-    task_datastore = flow_datastore.get_task_datastore(
-        run_id, step_name, task_id, int(last), mode="w"
-    )
-    blob = changed_metadata_blob(root, restored)
-    [(_, key)] = flow_datastore.save_data([blob], len_hint=1)
-    task_datastore._dangerous_save_metadata_post_done({"local_metadata": key})
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    return f"python -m {TASK_MODULE} " + " ".join(shlex.quote(a) for a in args)

@@ -10,12 +10,8 @@ import pytest
 from metaflow.datastore import FlowDataStore
 from metaflow.plugins.datastores.local_storage import LocalStorage
 
-from metaflow_nomad.render.metadata_snapshot import (
-    build_snapshot,
-    changed_metadata_blob,
-    restore_snapshot,
-    save_snapshot,
-)
+from metaflow_nomad.render.metadata_snapshot import build_snapshot, save_snapshot
+from metaflow_nomad.task.run_metadata import changed_metadata_blob, restore_snapshot
 
 
 def write(path, text):
