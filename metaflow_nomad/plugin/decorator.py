@@ -12,8 +12,7 @@ import sys
 
 from metaflow.decorators import StepDecorator
 from metaflow.metadata_provider import MetaDatum
-from metaflow.metadata_provider.util import sync_local_metadata_to_datastore
-from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
+from metaflow.unbounded_foreach import UBF_CONTROL
 
 from metaflow_nomad.config import (
     WORKLOAD_ENV,
@@ -182,6 +181,16 @@ class NomadDecorator(StepDecorator):
             self._save_package_once(self.flow_datastore, self.package)
 
     def runtime_step_cli(self, cli_args, retry_count, max_user_code_retries, ubf_context):
+        if ubf_context == UBF_CONTROL:
+            # The control task of an unbounded foreach starts its workers itself,
+            # and Nomad would run it as a plain task: it fails with an internal
+            # error (as on @kubernetes outside @parallel).  Nothing is submitted.
+            raise NomadException(
+                f"Step '{self.step}': this step is an unbounded foreach (its foreach "
+                "value is an UnboundedForeachInput), which @nomad cannot run: Nomad "
+                "would start the control task without its workers. Run the step "
+                "without @nomad, or iterate over a list (a bounded foreach)."
+            )
         # After the user code's retries are spent, @catch's fallback runs locally.
         if retry_count <= max_user_code_retries:
             cli_args.commands = ["nomad", "step"]
@@ -240,16 +249,10 @@ class NomadDecorator(StepDecorator):
             ],
         )
         # No log sidecar: the task's capture process uploads the logs (task/capture.py).
-
-    def task_finished(self, step_name, flow, graph, is_task_ok, retry_count, max_retries):
-        if WORKLOAD_ENV not in os.environ:
-            return
-        if (
-            getattr(self, "metadata", None) is not None
-            and self.metadata.TYPE == "local"
-            and self.task_datastore.TYPE != "local"
-        ):
-            sync_local_metadata_to_datastore(DATASTORE_LOCAL_DIR, self.task_datastore)
+        # No task_finished either: with local metadata and a remote datastore the
+        # task's bootstrap sends its metadata back once the step's last process has
+        # ended (task.run_metadata), as a card's final render writes metadata
+        # after every decorator's task_finished may have run.
 
     @classmethod
     def _save_package_once(cls, flow_datastore, package):

@@ -67,6 +67,10 @@ def step(
         settings, rendered = prepare_job(invocation, client.settings)
     except (NomadException, OSError) as exc:
         _give_up(echo, exc)
+    if invocation.metadata_snapshot is not None:
+        from metaflow_nomad.render.metadata_snapshot import save_snapshot
+
+        save_snapshot(ctx.obj.flow_datastore, invocation.metadata_snapshot)
     with TaskLauncher(client, rendered, settings, echo, echo_log) as launcher:
         try:
             launcher.submit()

@@ -14,6 +14,7 @@ from metaflow_nomad.config import (
     secret_env_problem,
 )
 from metaflow_nomad.errors import NomadException
+from metaflow_nomad.render.exact_env import inexact_names
 from metaflow_nomad.settings import (
     StepSettings,
     project_defaults_for_step,
@@ -103,6 +104,14 @@ def check_step(step: str, decos) -> None:
                 raise NomadException(
                     f"Step '{step}': @environment sets a credential, but with @nomad there "
                     f"must be {problem}."
+                )
+            unsettable = inexact_names(deco.attributes.get("vars") or {})
+            if unsettable:
+                raise NomadException(
+                    f"Step '{step}': @environment variable {unsettable[0]!r} has a value that "
+                    "Nomad would change (it contains '${' or is not in Unicode NFC form), and "
+                    "only a variable whose name is a shell name (letters, digits, _) can be "
+                    "delivered exactly. Rename the variable."
                 )
         if deco.name in CONFLICTING_DECORATORS:
             raise NomadException(

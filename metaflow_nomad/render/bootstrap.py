@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from metaflow.metaflow_config_funcs import config_values
 from metaflow.mflog import (
@@ -21,11 +21,11 @@ from metaflow.mflog import (
 from metaflow_nomad.config import WORKLOAD_ENV
 from metaflow_nomad.model import JobIdentity, TaskLaunch
 from metaflow_nomad.render.code_package import code_package_setup, unquote_once
+from metaflow_nomad.render.shared_filesystem import card_root_link_commands, shared_filesystem_env
 
 LOGS_DIR = "$PWD/.logs"
 STDOUT_PATH = LOGS_DIR + "/mflog_stdout"
 STDERR_PATH = LOGS_DIR + "/mflog_stderr"
-INPUT_PATHS_CHUNK = 30 * 1024
 # One process captures the step's output into mflog files and uploads them
 # (metaflow_nomad/task/capture.py), in place of Metaflow's tee/sidecar/save_logs set.
 CAPTURE = "python -m metaflow_nomad.task.capture"
@@ -52,17 +52,6 @@ _FORWARDED_CONFIG = (
 )
 
 
-def split_input_paths(input_paths: str | None) -> tuple[str | None, dict[str, str]]:
-    """Large joins have huge --input-paths; ship them in env chunks, like @kubernetes."""
-    if not input_paths:
-        return input_paths, {}
-    chunks = {
-        "METAFLOW_INPUT_PATHS_%d" % (i // INPUT_PATHS_CHUNK): input_paths[i : i + INPUT_PATHS_CHUNK]
-        for i in range(0, len(input_paths), INPUT_PATHS_CHUNK)
-    }
-    return "".join("${%s}" % name for name in chunks), chunks
-
-
 def task_environment(
     identity: JobIdentity,
     code_package: Mapping[str, str],
@@ -70,8 +59,15 @@ def task_environment(
     user_env: Mapping[str, str],
     extra: Mapping[str, str],
     launcher_environ: Mapping[str, str],
+    datastore_root: str | None = None,
 ) -> dict[str, str]:
-    """The env every Metaflow task on Nomad gets; user @environment vars win."""
+    """The env every Metaflow task on Nomad gets; user @environment vars win.
+
+    With the local datastore (on a shared filesystem) the task's local metadata
+    root is pinned to the launcher's, so the client API and cards in the step see
+    the run's metadata and write nowhere else.  With a remote datastore it is not
+    set: the task keeps local metadata in its own directory, as on @kubernetes.
+    """
     from metaflow import metaflow_config as mc
 
     env: dict[str, str] = {
@@ -94,6 +90,8 @@ def task_environment(
         if key.startswith(("METAFLOW_CONDA_", "METAFLOW_DEBUG_")):
             env[key] = value
     env["METAFLOW_DEFAULT_DATASTORE"] = datastore_type
+    if datastore_type == "local":
+        env.update(shared_filesystem_env(datastore_root, mc.DATASTORE_SYSROOT_LOCAL))
     env.update(extra)
     env.update(user_env)
     return env
@@ -107,8 +105,15 @@ def build_task_launch(
     datastore_type: str,
     datastore_root: str | None,
     env: Mapping[str, str],
+    task_setup: Sequence[str] = (),
+    after_step: Sequence[str] = (),
 ) -> TaskLaunch:
-    """The bash script that bootstraps and runs one Metaflow task, with mflog capture."""
+    """The bash script that bootstraps and runs one Metaflow task, with mflog capture.
+
+    ``task_setup`` runs in the task's directory once the package is in place and
+    before the step; ``after_step`` once the step (and every process it started)
+    has ended, whatever its outcome.
+    """
     mflog_expr = export_mflog_env_vars(
         flow_name=identity.flow_name,
         run_id=identity.run_id,
@@ -120,12 +125,18 @@ def build_task_launch(
         stdout_path=STDOUT_PATH,
         stderr_path=STDERR_PATH,
     )
-    setup = code_package_setup(environment, code_package, datastore_type)
+    if datastore_type == "local":
+        task_setup = [*card_root_link_commands(), *task_setup]
+    setup = code_package_setup(environment, code_package, datastore_type, task_setup)
     # Uploaded by the capture process as soon as it starts.
     init_cmds = [*setup.commands, "mflog 'Task is starting.'"]
-    step = unquote_once(
-        " && ".join([*environment.bootstrap_commands(identity.step_name, datastore_type), step_cli])
-    )
+    # Only Metaflow's bootstrap commands carry the extra quoting level; the step
+    # command line is already quoted for bash and must reach it untouched.
+    bootstrap = [
+        unquote_once(cmd)
+        for cmd in environment.bootstrap_commands(identity.step_name, datastore_type)
+    ]
+    step = " && ".join([*bootstrap, step_cli])
     step_expr = f"{CAPTURE} bash -c {shlex.quote(unquote_once(BASH_MFLOG) + '; ' + step)}"
     init_expr = f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}"
     script = (
@@ -133,7 +144,7 @@ def build_task_launch(
         '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
         f"{setup.definitions}"
         f"{init_expr}\n"
-        f"c=$?\n{_forward_stop_signals(step_expr)}\n"
+        f"c=$?\n{_forward_stop_signals(step_expr, after_step)}\n"
         # The capture process saves the logs of a step that ran; the bootstrap's own
         # lines still need saving when the step never started.
         f'[ -n "$child" ] || {BASH_SAVE_LOGS}\nexit $c\n'
@@ -141,7 +152,7 @@ def build_task_launch(
     return TaskLaunch(script=script, env=dict(env))
 
 
-def _forward_stop_signals(step_expr: str) -> str:
+def _forward_stop_signals(step_expr: str, after_step: Sequence[str]) -> str:
     """Run the step so that Nomad's kill signal reaches it at once.
 
     Nomad signals only the task's main process (this bash), and bash defers a
@@ -149,7 +160,8 @@ def _forward_stop_signals(step_expr: str) -> str:
     for the whole kill_timeout.  A signal that arrives during the bootstrap is
     remembered and skips the step; afterwards the step runs as a background job in
     its own process group (``set -m``) and the traps forward the signal to that
-    group.  The logs are saved either way.
+    group.  ``after_step`` runs once the step has ended; the logs are saved
+    either way.
     """
     return (
         'if [ -n "$stop" ]; then c=130\n'
@@ -159,5 +171,6 @@ def _forward_stop_signals(step_expr: str) -> str:
         '  if [ -n "$stop" ]; then kill -"$stop" -- -"$child" 2>/dev/null; fi\n'
         '  wait "$child"; c=$?\n'
         '  while kill -0 "$child" 2>/dev/null; do wait "$child"; c=$?; done\n'
-        "fi"
+        + "".join(f"  {cmd}\n" for cmd in after_step)
+        + "fi"
     )

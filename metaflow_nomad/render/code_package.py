@@ -10,7 +10,7 @@ launcher puts that line in its verdict.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +33,13 @@ class PackageSetup:
 
 
 def code_package_setup(
-    environment, code_package: Mapping[str, str], datastore_type: str
+    environment,
+    code_package: Mapping[str, str],
+    datastore_type: str,
+    task_setup: Sequence[str] = (),
 ) -> PackageSetup:
-    """The commands that fetch (or reuse), unpack and enter the code package."""
+    """The commands that fetch (or reuse), unpack and enter the code package, then
+    ``task_setup``, which runs in the task's own copy so nothing it makes is shared."""
     definitions = ""
     if datastore_type == "local":
         fetch_cmds = _shared_filesystem_package_commands(code_package)
@@ -47,7 +51,8 @@ def code_package_setup(
             fetch_cmds, replaced = _with_s3_fetch(fetch_cmds, code_package["url"])
             if replaced:
                 definitions = _s3_fetch_definition()
-    return PackageSetup(definitions, _cached_package_commands(fetch_cmds, code_package))
+    commands = [*_cached_package_commands(fetch_cmds, code_package), *task_setup]
+    return PackageSetup(definitions, commands)
 
 
 def unquote_once(expr: str) -> str:
@@ -165,6 +170,5 @@ def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list
         f"{{ [ -f {path} ] || {{ echo {missing} >&2; exit 1; }}; }}",
         "mkdir metaflow",
         "cd metaflow",
-        "mkdir .metaflow",
         *MetaflowPackage.get_extract_commands(code_package["metadata"], path, dest_dir="."),
     ]

@@ -24,6 +24,7 @@ from metaflow_nomad.model import (
     TaskLaunch,
     TlsMaterial,
 )
+from metaflow_nomad.render.exact_env import exact_env
 from metaflow_nomad.render.template_origins import render_origins
 from metaflow_nomad.render.templates import (
     TEMPLATE_API_VERSION,
@@ -35,10 +36,16 @@ from metaflow_nomad.render.templates import (
 from metaflow_nomad.settings import StepSettings
 
 COMMAND_ENV = "METAFLOW_NOMAD_COMMAND_B64"
+EXACT_ENV = "METAFLOW_NOMAD_EXACT_ENV_B64"
 # Nomad interpolates ${...} in args and env at runtime, with no escape.  The step's
 # script is therefore shipped base64-encoded (an alphabet without '$' or '{') and
-# decoded by a fixed bootstrap that only uses a bare $VAR reference.
-BOOTSTRAP_ARGS = ("-c", f'eval "$(printf %s "${COMMAND_ENV}" | base64 -d)"')
+# decoded by a fixed bootstrap that only uses bare $VAR references.  Env values
+# Nomad or HCL would change travel the same way, as exports run first.
+BOOTSTRAP_ARGS = (
+    "-c",
+    f'eval "$(printf %s "${EXACT_ENV}" | base64 -d)"; '
+    f'eval "$(printf %s "${COMMAND_ENV}" | base64 -d)"',
+)
 KILL_TIMEOUT = "30s"
 
 
@@ -75,6 +82,9 @@ def build_template_context(
     """The variables a template may use (the contract in nomad_templates/README.md)."""
     env = dict(settings.env)
     env.update(launch.env)
+    env, exports = exact_env(env)
+    if exports:
+        env[EXACT_ENV] = base64.b64encode(exports.encode()).decode()
     env[COMMAND_ENV] = base64.b64encode(launch.script.encode()).decode()
     tls_context = None
     if tls is not None:

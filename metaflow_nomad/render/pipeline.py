@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from metaflow import util
@@ -19,8 +20,16 @@ from metaflow_nomad.api.connection import ConnectionSettings, task_tls_material
 from metaflow_nomad.config import flow_directory, read_config
 from metaflow_nomad.errors import NomadException
 from metaflow_nomad.model import JobIdentity
-from metaflow_nomad.render.bootstrap import build_task_launch, split_input_paths, task_environment
+from metaflow_nomad.render.bootstrap import build_task_launch, task_environment
+from metaflow_nomad.render.command_line import split_input_paths, step_command_line
 from metaflow_nomad.render.jobspec import RenderedJob, render_jobspec
+from metaflow_nomad.render.metadata_snapshot import (
+    MetadataSnapshot,
+    build_snapshot,
+    local_metadata_root,
+    needs_snapshot,
+)
+from metaflow_nomad.render.metadata_snapshot import task_commands as metadata_task_commands
 from metaflow_nomad.settings import StepSettings
 
 
@@ -49,6 +58,17 @@ class StepInvocation:
             attempt=int(self.step_options.get("retry_count") or 0),
             user=util.get_username(),
         )
+
+    @cached_property
+    def metadata_snapshot(self) -> MetadataSnapshot | None:
+        """The flow's local metadata for a task that cannot see it (see metadata_snapshot).
+
+        Built once per invocation: ``render`` shows its key, ``nomad step`` also
+        stores it before submitting.
+        """
+        if not needs_snapshot(self.obj.metadata.TYPE, self.obj.flow_datastore.TYPE):
+            return None
+        return build_snapshot(local_metadata_root(), self.obj.flow.name)
 
 
 def find_nomad_decorator(flow, step_name: str):
@@ -120,11 +140,12 @@ def render_step_job(
     step_options["input_paths"], input_env = split_input_paths(step_options.get("input_paths"))
     step_options.pop("ubf_context", None)
     executable = obj.environment.executable(identity.step_name, config.get("NOMAD_PYTHON"))
-    step_cli = "{entry} {top} step {step} {args}".format(
-        entry=f"{executable} -u {os.path.basename(sys.argv[0])}",
-        top=" ".join(util.dict_to_cli_options(invocation.top_level_params)),
-        step=identity.step_name,
-        args=" ".join(util.dict_to_cli_options(step_options)),
+    step_cli = step_command_line(
+        executable,
+        os.path.basename(sys.argv[0]),
+        invocation.top_level_params,
+        identity.step_name,
+        step_options,
     )
     datastore = obj.flow_datastore
     if datastore.TYPE == "local" and settings.docker is not None:
@@ -136,6 +157,10 @@ def render_step_job(
         step_user_env(obj.graph[identity.step_name]),
         input_env,
         os.environ,
+        datastore.datastore_root,
+    )
+    task_setup, after_step = metadata_task_commands(
+        obj.metadata.TYPE, datastore, identity, invocation.metadata_snapshot
     )
     launch = build_task_launch(
         obj.environment,
@@ -145,6 +170,8 @@ def render_step_job(
         datastore.TYPE,
         datastore.datastore_root,
         env,
+        task_setup,
+        after_step,
     )
     return render_jobspec(
         settings,

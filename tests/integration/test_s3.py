@@ -6,39 +6,18 @@ that Nomad stores names the variable but never holds the secret.
 """
 
 import json
-import subprocess
 
 import pytest
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.lookup import find_jobs
-from metaflow_nomad.testing.local_agent import (
-    AgentOptions,
-    LocalAgent,
-    find_nomad_binary,
-    interpreter_path,
-)
+from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 from tests.support.flows import flow_source
 from tests.support.s3 import BUCKET, S3_TEMPLATES
 
 pytestmark = pytest.mark.integration
 
 USER_GUIDE_RESULT = "Computation result: 332833500"
-
-
-@pytest.fixture()
-def credentials_in_nomad_variables(nomad_agent, s3_server):
-    """`nomad var put nomad/jobs ...`, the way an operator would store them."""
-    pairs = [f"{k}={v}" for k, v in s3_server.credentials.items()]
-    cli = [find_nomad_binary(), "var"]
-    address = ["-address", nomad_agent.address]
-    subprocess.run(
-        [*cli, "put", *address, "-force", "nomad/jobs", *pairs],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    yield
-    subprocess.run([*cli, "purge", *address, "nomad/jobs"], check=True, stdout=subprocess.DEVNULL)
 
 
 def _agent_environ(nomad_agent) -> bytes:

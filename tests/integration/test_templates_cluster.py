@@ -5,7 +5,6 @@ interpolation."""
 import base64
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -353,19 +352,26 @@ def test_render_reproduces_the_submitted_jobspec_exactly(run_flow, nomad_client)
     submitted = nomad_client.job_submission(job_id)["Source"]
     env = nomad_client.job(job_id)["TaskGroups"][0]["Tasks"][0]["Env"]
     script = base64.b64decode(env[COMMAND_ENV]).decode()
-    match = re.search(r"-u (\S+) (.*?) step (\S+) (.*?)\) 1>>", script)
-    flow_file, top, step_name, step_args = match.groups()
-    step_args = step_args.replace("${METAFLOW_INPUT_PATHS_0}", env["METAFLOW_INPUT_PATHS_0"])
+    # The step runs as `<capture> bash -c '<mflog>; <bootstrap && > python -u FLOW ... step S ...'`.
+    line = next(line for line in script.splitlines() if "bash -c" in line)
+    inner = shlex.split(line[line.index("bash -c") :])[2]
+    words = shlex.split(inner[inner.rindex(" -u ") + len(" -u ") :])
+    at = words.index("step")
+    flow_file, top, step_name = words[0], words[1:at], words[at + 1]
+    step_args = [
+        env["METAFLOW_INPUT_PATHS_0"] if w == "${METAFLOW_INPUT_PATHS_0}" else w
+        for w in words[at + 2 :]
+    ]
     render_env = {**clean_environ(), **result.env}
     rendered = subprocess.run(
         [
             sys.executable,
             flow_file,
-            *shlex.split(top),
+            *top,
             "nomad",
             "render",
             step_name,
-            *shlex.split(step_args),
+            *step_args,
             "--code-package-url",
             env["METAFLOW_CODE_URL"],
             "--code-package-sha",

@@ -4,6 +4,7 @@ it like a user would, against the session agent or any agent a test starts."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -158,3 +159,44 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+READ_RUN = """
+import json, sys
+from metaflow import Run, namespace
+namespace(None)
+run = Run(sys.argv[1])
+steps = {}
+for step in run:
+    steps[step.id] = sorted(
+        (
+            {
+                "pathspec": task.pathspec,
+                "successful": task.successful,
+                "metadata": task.metadata_dict,
+                "data": {a.id: a.data for a in task if not a.id.startswith("_")}
+                if task.finished
+                else {},
+            }
+            for task in step
+        ),
+        key=lambda t: t["pathspec"],
+    )
+summary = {"tags": sorted(run.user_tags), "successful": run.successful, "steps": steps}
+print(json.dumps(summary, default=str))
+"""
+
+
+def read_run(run: FlowRun, pathspec: str) -> dict:
+    """A run as the Metaflow client sees it from the flow's directory, with the run's
+    own settings: tags, and each task's metadata and artifacts."""
+    out = subprocess.run(
+        [sys.executable, "-c", READ_RUN, pathspec],
+        cwd=run.workdir,
+        env={**clean_environ(), **run.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from metaflow_nomad.testing.local_agent import find_nomad_binary
 from metaflow_nomad.testing.ports import free_port
 
 BUCKET = "mf-nomad-test"
@@ -71,3 +73,21 @@ def s3_server() -> Iterator[S3Server]:
     s3.client().create_bucket(Bucket=BUCKET)
     yield s3
     server.stop()
+
+
+@pytest.fixture()
+def credentials_in_nomad_variables(nomad_agent, s3_server):
+    """`nomad var put nomad/jobs ...`, the way an operator would store them.
+
+    Tasks rendered from ``S3_TEMPLATES`` read them into their environment.
+    """
+    pairs = [f"{k}={v}" for k, v in s3_server.credentials.items()]
+    cli = [find_nomad_binary(), "var"]
+    address = ["-address", nomad_agent.address]
+    subprocess.run(
+        [*cli, "put", *address, "-force", "nomad/jobs", *pairs],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    yield
+    subprocess.run([*cli, "purge", *address, "nomad/jobs"], check=True, stdout=subprocess.DEVNULL)
