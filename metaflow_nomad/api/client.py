@@ -34,6 +34,12 @@ from metaflow_nomad.api.diagnosis import (
     is_transient,
     job_namespace,
 )
+from metaflow_nomad.api.task_api import (
+    SOCKET_BASE_URL,
+    UnixSocketAdapter,
+    is_unix_address,
+    socket_path,
+)
 from metaflow_nomad.errors import NomadClientError, NomadParseError
 
 # Nomad adds up to wait/16 of jitter to a blocking query; leave room for it.
@@ -70,10 +76,16 @@ def _requester(settings: ConnectionSettings, timeout: float) -> Requester:
     if settings.client_cert and settings.client_key:
         cert = (settings.client_cert, settings.client_key)
     session = requests.Session()
-    if settings.tls_server_name:
+    address = settings.address.rstrip("/")
+    if is_unix_address(address):
+        # The Task API socket: plain HTTP to the local agent, authenticated by the
+        # workload identity in the token.
+        session.mount(SOCKET_BASE_URL + "/", UnixSocketAdapter(socket_path(address)))
+        address = SOCKET_BASE_URL
+    elif settings.tls_server_name:
         session.mount("https://", _ServerNameAdapter(settings.tls_server_name))
     return Requester(
-        address=settings.address.rstrip("/"),
+        address=address,
         token=settings.token,
         region=settings.region,
         namespace=settings.namespace,
@@ -176,6 +188,13 @@ class NomadClient:
         token up (``/v1/acl/token/self``) is what separates them.
         """
         namespace = namespace or self.settings.namespace or "default"
+        if is_unix_address(self.settings.address):
+            return (
+                f"This task's workload identity is not allowed to do this in namespace "
+                f"'{namespace}'. A deployed flow's runner needs its ACL policy bound to its "
+                "runner job: `python FLOW.py nomad-workflows policy` prints the policy and "
+                "the `nomad acl policy apply` command."
+            )
         if not self.settings.token:
             return (
                 f"No ACL token is set and this cluster enforces ACLs: set {SETTING['token']} "
@@ -239,6 +258,21 @@ class NomadClient:
         params = {"purge": "true"} if purge else {}
         params.update(_ns(namespace or self.settings.namespace))
         return self._call("delete", "job/" + _quote(job_id), params=params, timeout=timeout).json()
+
+    def dispatch(self, job_id: str, meta: dict[str, str], namespace: str | None = None) -> str:
+        """Dispatch a parameterized job; returns the dispatched child's ID.
+
+        Not retried: a dispatch that reached Nomad and lost its answer would start
+        a second run if it were sent again.
+        """
+        answer = self._call(
+            "post",
+            f"job/{_quote(job_id)}/dispatch",
+            params=_ns(namespace),
+            json={"Meta": meta},
+            retry=False,
+        ).json()
+        return answer["DispatchedJobID"]
 
     def job(self, job_id: str, namespace: str | None = None) -> dict | None:
         try:

@@ -29,6 +29,11 @@ PERMANENT_500_MARKERS = (
     "validation failed",
     "No path to region",
     "nonexistent namespace",
+    # Dispatch and periodic-launch refusals: the request, not the server, is wrong.
+    "unpermitted metadata keys",
+    "required meta keys",
+    "is not a parameterized job",
+    "non-tracked job",
 )
 
 

@@ -28,7 +28,7 @@ from metaflow_nomad.model import (
     META_TEMPLATE_VERSION,
     task_meta_env,
 )
-from metaflow_nomad.plugin.packaging import shipped_modules
+from metaflow_nomad.plugin.packaging import project_files, shipped_modules
 from metaflow_nomad.plugin.step_settings import (
     check_step,
     conda_environment_problem,
@@ -129,11 +129,15 @@ class NomadDecorator(StepDecorator):
 
     def add_to_package(self):
         # The task on Nomad imports this decorator; ship the library in the code
-        # package so images need no metaflow-nomad install.
+        # package so images need no metaflow-nomad install.  A deployed run also
+        # renders its steps from the package: ship the project file and templates.
         from metaflow.packaging_sys import ContentType
 
         for path, arcname in shipped_modules():
             yield path, arcname, ContentType.CODE_CONTENT
+        templates_dir = read_config().get("NOMAD_TEMPLATES_DIR")
+        for path, arcname in project_files(flow_directory(), templates_dir):
+            yield path, arcname, ContentType.USER_CONTENT
 
     def runtime_init(self, flow, graph, package, run_id):
         self.settings  # noqa: B018 - raises the step's setting error before any launch

@@ -8,6 +8,7 @@ Metaflow's objects (datastore, metadata, graph) to it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -17,6 +18,7 @@ from metaflow._vendor import click
 from metaflow.exception import METAFLOW_EXIT_DISALLOW_RETRY
 from metaflow.mflog import TASK_LOG_SOURCE
 
+from metaflow_nomad.config import STEP_JOBS_ENV
 from metaflow_nomad.errors import NomadClientError, NomadException, NomadJobKilled
 from metaflow_nomad.plugin.step_options import step_options
 
@@ -61,16 +63,24 @@ def step(
     client = default_client()
     if identity.attempt:
         _prepare_retry(client, identity, settings, ctx.obj.graph[step_name], echo)
+    step_jobs = os.environ.get(STEP_JOBS_ENV)
+    rendered = dispatched = None
     try:
         if num_parallel:
             raise NomadException("@parallel is not supported with @nomad yet.")
-        settings, rendered = prepare_job(invocation, client.settings)
+        if step_jobs:
+            dispatched = _dispatch_request(invocation, step_jobs)
+        else:
+            settings, rendered = prepare_job(invocation, client.settings)
     except (NomadException, OSError):
         traceback.print_exc(chain=False)
         sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
     with TaskLauncher(client, rendered, settings, echo, echo_log) as launcher:
         try:
-            launcher.submit()
+            if dispatched:
+                launcher.dispatch(*dispatched, namespace=settings.nomad_namespace)
+            else:
+                launcher.submit()
         except (NomadException, OSError):
             traceback.print_exc(chain=False)
             launcher.abandon(reason="submission failed")
@@ -87,6 +97,19 @@ def step(
             sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
         finally:
             _sync_metadata(ctx.obj, identity)
+
+
+def _dispatch_request(invocation, step_jobs: str) -> tuple[str, dict]:
+    """In a deployed run: the deployment's step job to dispatch, and this attempt's meta."""
+    from metaflow_nomad.config import read_config
+    from metaflow_nomad.deploy.step_jobs import dispatch_meta
+    from metaflow_nomad.model import deployed_step_job_id
+    from metaflow_nomad.render.pipeline import build_step_launch
+
+    identity = invocation.identity
+    launch = build_step_launch(invocation, read_config())
+    parent = deployed_step_job_id(identity.flow_name, step_jobs, identity.step_name)
+    return parent, dispatch_meta(identity, launch)
 
 
 def _echoes(obj, label: str):
@@ -106,7 +129,7 @@ def _prepare_retry(client, identity, settings, node, echo) -> None:
     from metaflow_nomad.api.lookup import stop_previous_attempts
 
     try:
-        stop_previous_attempts(client, identity, settings.nomad_namespace, echo)
+        stop_previous_attempts(client, identity, echo)
     except NomadClientError as exc:
         echo(f"Could not check the earlier attempts' jobs: {exc}")
     retry_deco = [d for d in node.decorators if d.name == "retry"]

@@ -70,8 +70,6 @@ def task_environment(
     launcher_environ: Mapping[str, str],
 ) -> dict[str, str]:
     """The env every Metaflow task on Nomad gets; user @environment vars win."""
-    from metaflow import metaflow_config as mc
-
     env: dict[str, str] = {
         "METAFLOW_CODE_URL": code_package["url"],
         "METAFLOW_CODE_SHA": code_package["sha"],
@@ -82,6 +80,19 @@ def task_environment(
         "METAFLOW_RUNTIME_ENVIRONMENT": "nomad",
         WORKLOAD_ENV: "1",
     }
+    env.update(forwarded_metaflow_config(launcher_environ))
+    env["METAFLOW_DEFAULT_DATASTORE"] = datastore_type
+    env.update(extra)
+    env.update(user_env)
+    return env
+
+
+def forwarded_metaflow_config(launcher_environ: Mapping[str, str]) -> dict[str, str]:
+    """The launcher's Metaflow settings a remote process needs (datastore, metadata,
+    services, conda and debug switches); never credentials."""
+    from metaflow import metaflow_config as mc
+
+    env: dict[str, str] = {}
     for name in _FORWARDED_CONFIG:
         value = getattr(mc, name, None)
         if value not in (None, ""):
@@ -91,9 +102,6 @@ def task_environment(
     for key, value in config_values():
         if key.startswith(("METAFLOW_CONDA_", "METAFLOW_DEBUG_")):
             env[key] = value
-    env["METAFLOW_DEFAULT_DATASTORE"] = datastore_type
-    env.update(extra)
-    env.update(user_env)
     return env
 
 
@@ -118,13 +126,13 @@ def build_task_launch(
         stdout_path=STDOUT_PATH,
         stderr_path=STDERR_PATH,
     )
-    if datastore_type == "local":
-        fetch_cmds = _shared_filesystem_package_commands(code_package)
-    else:
-        fetch_cmds = environment.get_package_commands(
-            code_package["url"], datastore_type, code_package["metadata"]
-        )
-    init_cmds = _cached_package_commands(fetch_cmds, code_package)
+    init_cmds = [
+        _unquote_once(BASH_MFLOG),
+        _unquote_once(BASH_FLUSH_LOGS),
+        *package_setup_commands(environment, code_package, datastore_type),
+        "mflog 'Task is starting.'",
+        "flush_mflogs",
+    ]
     step_expr = _unquote_once(
         bash_capture_logs(
             " && ".join(
@@ -134,10 +142,9 @@ def build_task_launch(
     )
     init_expr = f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}"
     script = (
-        'stop=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'
-        '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
+        STOP_SIGNAL_TRAPS + '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
         f"{init_expr}\n"
-        f"c=$?\n{_forward_stop_signals(step_expr)}\n{BASH_SAVE_LOGS}\nexit $c\n"
+        f"c=$?\n{forward_stop_signals(step_expr)}\n{BASH_SAVE_LOGS}\nexit $c\n"
     )
     return TaskLaunch(script=script, env=dict(env))
 
@@ -152,7 +159,10 @@ def _unquote_once(expr: str) -> str:
     return shlex.split(f'bash -c "{expr}"')[2]
 
 
-def _forward_stop_signals(step_expr: str) -> str:
+STOP_SIGNAL_TRAPS = 'stop=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'
+
+
+def forward_stop_signals(step_expr: str) -> str:
     """Run the step so that Nomad's kill signal reaches it at once.
 
     Nomad signals only the task's main process (this bash), and bash defers a
@@ -188,6 +198,23 @@ def _post_extract_exports(code_package: Mapping[str, str]) -> list[str]:
     return exports
 
 
+def package_setup_commands(
+    environment, code_package: Mapping[str, str], datastore_type: str
+) -> list[str]:
+    """Commands that leave the shell in an unpacked copy of the code package.
+
+    They call the shell functions ``mflog`` and ``flush_mflogs``, which the
+    caller defines (Metaflow's for a task; plain ones for the deployed runner).
+    """
+    if datastore_type == "local":
+        fetch_cmds = _shared_filesystem_package_commands(code_package)
+    else:
+        fetch_cmds = environment.get_package_commands(
+            code_package["url"], datastore_type, code_package["metadata"]
+        )
+    return _cached_package_commands(fetch_cmds, code_package)
+
+
 def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, str]) -> list[str]:
     """Fetch and unpack the code package once per node, with compiled bytecode.
 
@@ -209,8 +236,6 @@ def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, s
         + shlex.quote(code_package["sha"])
     )
     return [
-        _unquote_once(BASH_MFLOG),
-        _unquote_once(BASH_FLUSH_LOGS),
         f"pkg={entry}",
         # Owner-only: on a shared node, one user's code must not be readable by another.
         'if [ ! -d "$pkg" ]; then (umask 077 && mkdir -p "$(dirname "$pkg")") && '
@@ -224,8 +249,6 @@ def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, s
         'cp -a "$pkg" metaflow',
         "cd metaflow",
         *_post_extract_exports(code_package),
-        "mflog 'Task is starting.'",
-        "flush_mflogs",
     ]
 
 

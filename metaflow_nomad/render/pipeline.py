@@ -17,7 +17,7 @@ from metaflow import util
 from metaflow_nomad.api.connection import ConnectionSettings, task_tls_material
 from metaflow_nomad.config import flow_directory, read_config
 from metaflow_nomad.errors import NomadException
-from metaflow_nomad.model import JobIdentity
+from metaflow_nomad.model import JobIdentity, TaskLaunch
 from metaflow_nomad.render.bootstrap import build_task_launch, split_input_paths, task_environment
 from metaflow_nomad.render.jobspec import RenderedJob, render_jobspec
 from metaflow_nomad.settings import StepSettings
@@ -102,6 +102,19 @@ def render_step_job(
     values: Mapping[str, Any] | None = None,
 ) -> RenderedJob:
     """Build the task's command and env, and render its job."""
+    return render_jobspec(
+        settings,
+        invocation.identity,
+        build_step_launch(invocation, config),
+        flow_dir=flow_directory(),
+        templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
+        tls=tls,
+        values=values,
+    )
+
+
+def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> TaskLaunch:
+    """What the task runs: its bootstrap script and its environment."""
     obj = invocation.obj
     identity = invocation.identity
     step_options = dict(invocation.step_options)
@@ -123,7 +136,7 @@ def render_step_job(
         input_env,
         os.environ,
     )
-    launch = build_task_launch(
+    return build_task_launch(
         obj.environment,
         identity,
         step_cli,
@@ -131,13 +144,4 @@ def render_step_job(
         datastore.TYPE,
         datastore.datastore_root,
         env,
-    )
-    return render_jobspec(
-        settings,
-        identity,
-        launch,
-        flow_dir=flow_directory(),
-        templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
-        tls=tls,
-        values=values,
     )
