@@ -86,7 +86,7 @@ def _drop_schedule(client: NomadClient, deployment: str, namespace: str | None, 
 
 
 def _describe(job: RunnerJob, namespace: str | None) -> str:
-    where = f"Nomad job *{job.job_id}* (namespace {namespace or 'default'})"
+    where = f"Nomad job {job.job_id} (namespace {namespace or 'default'})"
     if job.trigger.kind == SCHEDULE:
         zone = f" {job.trigger.time_zone}" if job.trigger.time_zone else " UTC"
         return f"{where}: runs on the schedule '{job.trigger.cron}'{zone}."

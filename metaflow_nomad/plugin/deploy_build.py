@@ -55,6 +55,13 @@ class RunnerOptions:
     tags: Sequence[str]
     template: str | None
 
+    def __post_init__(self):
+        if self.max_workers < 1:
+            raise NomadException(
+                f"--max-workers {self.max_workers} is not valid: give the number of tasks a "
+                "run may run at once, 1 or more."
+            )
+
 
 def prepare_flow(obj) -> None:
     """Put every step on Nomad, as Argo Workflows puts every step on Kubernetes, and

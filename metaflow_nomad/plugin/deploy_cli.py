@@ -56,7 +56,7 @@ def nomad_workflows(obj, name=None):
     "--max-workers",
     default=16,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=int,
     help="Parallel tasks per run.",
 )
 @click.option(
@@ -130,7 +130,7 @@ def create(
     registered = register_deployment(client, obj.flow.name, step_jobs, jobs, namespace, obj.echo)
     _write_attributes(deployer_attribute_file, deployment.name, obj)
     for line in registered:
-        obj.echo(line, indent=True)
+        obj.echo(line, indent=True, no_bold=True)
     obj.echo(
         f"Trigger a run with: python {_flow_file()} nomad-workflows trigger "
         "[--<parameter> <value> ...]",
@@ -145,7 +145,7 @@ def create(
 @nomad_workflows.command(help="Print the runner job(s) create would register. Sends nothing.")
 @click.option("--format", "output_format", type=click.Choice(["hcl", "json"]), default="hcl")
 @click.option("--offline", is_flag=True, default=False, help="No cluster: HCL syntax check only.")
-@click.option("--max-workers", default=16, type=click.IntRange(min=1))
+@click.option("--max-workers", default=16, type=int)
 @click.option("--runner-template", default=None, help="A runner template name or path.")
 @click.pass_obj
 def render(obj, output_format, offline, max_workers, runner_template):
