@@ -193,7 +193,8 @@ class NomadClient:
                 f"This task's workload identity is not allowed to do this in namespace "
                 f"'{namespace}'. A deployed flow's runner needs its ACL policy bound to its "
                 "runner job: `python FLOW.py nomad-workflows policy` prints the policy and "
-                "the `nomad acl policy apply` command."
+                "the `nomad acl policy apply` command. (Nomad also stops accepting the "
+                "identity as soon as the task's allocation is being stopped.)"
             )
         if not self.settings.token:
             return (

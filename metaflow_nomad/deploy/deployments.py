@@ -20,7 +20,11 @@ from metaflow_nomad.deploy.naming import (
     run_id_for_runner_job,
     schedule_job_id,
 )
-from metaflow_nomad.deploy.registration import deployment_step_jobs, in_use
+from metaflow_nomad.deploy.registration import (
+    deployment_step_jobs,
+    step_jobs_version,
+    versions_in_use,
+)
 from metaflow_nomad.deploy.runner_job import RUNNER_TASK
 from metaflow_nomad.errors import NomadClientError, NomadException
 
@@ -171,8 +175,9 @@ def delete(
             continue
         _purge(client, job_id, namespace)
         deleted.append(job_id)
+    in_use = versions_in_use(client, deployment, namespace)
     for job in deployment_step_jobs(client, flow_name, deployment):
-        if in_use(job):
+        if step_jobs_version(job) in in_use:
             kept.append(job["ID"])
             continue
         _purge(client, job["ID"], job.get("Namespace"))

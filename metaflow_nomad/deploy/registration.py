@@ -4,8 +4,9 @@ Order matters for runs that start meanwhile: the step jobs go first (a runner
 only dispatches them), then the runner jobs.  Each job is registered with its
 HCL (Nomad's job ``Submission``), so ``nomad job inspect`` and the UI show what
 was rendered.  A new version of a runner job does not touch runs already
-started: each run is a child job with its own copy, and its own step jobs'
-version (older versions are removed once no run uses them).
+started: each run is a child job with its own copy, and dispatches the version
+of the step jobs it started with (older versions are removed once no run in
+flight uses them).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from metaflow_nomad.api.client import NomadClient
-from metaflow_nomad.config import flow_directory, read_config
+from metaflow_nomad.config import STEP_JOBS_ENV, flow_directory, read_config
 from metaflow_nomad.deploy.naming import schedule_job_id
 from metaflow_nomad.deploy.runner_job import (
     SCHEDULE,
@@ -21,7 +22,7 @@ from metaflow_nomad.deploy.runner_job import (
     parse_runner_job,
     render_runner_job,
 )
-from metaflow_nomad.deploy.step_jobs import META_DEPLOYMENT
+from metaflow_nomad.deploy.step_jobs import META_DEPLOYMENT, META_STEP_JOBS_VERSION
 from metaflow_nomad.model import flow_job_prefix
 from metaflow_nomad.render.jobspec import RenderedJob, parse_jobspec
 
@@ -54,9 +55,10 @@ def register_deployment(
     deployment = runner_jobs[0].job_id
     if not any(job.trigger.kind == SCHEDULE for job in runner_jobs):
         _drop_schedule(client, deployment, namespace, echo)
-    current = {rendered.job_id for rendered in step_jobs}
+    keep = versions_in_use(client, deployment, namespace)
+    keep.add(step_jobs[0].context["meta"][META_STEP_JOBS_VERSION])
     for job in deployment_step_jobs(client, flow_name, deployment):
-        if job["ID"] not in current and not in_use(job):
+        if step_jobs_version(job) not in keep:
             client.deregister(job["ID"], purge=True, namespace=job.get("Namespace"))
     return lines
 
@@ -72,9 +74,25 @@ def deployment_step_jobs(client: NomadClient, flow_name: str, deployment: str) -
     return [job for job in jobs if not job.get("ParentID")]
 
 
-def in_use(job: dict) -> bool:
-    children = (job.get("JobSummary") or {}).get("Children") or {}
-    return bool(children.get("Pending") or children.get("Running"))
+def versions_in_use(client: NomadClient, deployment: str, namespace: str | None) -> set[str]:
+    """The step jobs' versions that runs in flight dispatch (each run's runner job
+    is a copy of the runner job it was started from, with the version in its env)."""
+    parents = {deployment, schedule_job_id(deployment)}
+    versions = set()
+    for stub in client.list_jobs(prefix=deployment, namespace=namespace):
+        if stub.get("ParentID") not in parents or stub.get("Status") == "dead":
+            continue
+        job = client.job(stub["ID"], namespace=stub.get("Namespace")) or {}
+        for group in job.get("TaskGroups") or []:
+            for task in group.get("Tasks") or []:
+                version = (task.get("Env") or {}).get(STEP_JOBS_ENV)
+                if version:
+                    versions.add(version)
+    return versions
+
+
+def step_jobs_version(job: dict) -> str | None:
+    return (job.get("Meta") or {}).get(META_STEP_JOBS_VERSION)
 
 
 def _drop_schedule(client: NomadClient, deployment: str, namespace: str | None, echo: Echo):

@@ -47,6 +47,7 @@ from metaflow_nomad.settings import StepSettings
 
 META_DEPLOYMENT = "metaflow.deployment"
 META_STEP_JOB = "metaflow.step_job"
+META_STEP_JOBS_VERSION = "metaflow.step_jobs_version"
 COMMAND_META = "mf_command"
 INPUT_PATHS_META = "mf_input_paths_{}"
 MAX_INPUT_PATH_CHUNKS = 64
@@ -149,6 +150,7 @@ def render_step_jobs(
     rendered = []
     for step, (template, context) in zip(steps, contexts):
         context["job_id"] = deployed_step_job_id(flow_name, version, step)
+        context["meta"][META_STEP_JOBS_VERSION] = version
         rendered.append(
             RenderedJob(
                 job_id=context["job_id"],
