@@ -253,6 +253,11 @@ def _cluster(request, tmp_path_factory):
     if request.param == "plain":
         yield Cluster("plain", request.getfixturevalue("nomad_agent"))
         return
+    yield from secure_cluster(tmp_path_factory)
+
+
+def secure_cluster(tmp_path_factory):
+    """An agent with ACLs and mutual TLS, and a user whose token writes in one namespace."""
     from metaflow_nomad.testing.local_agent import AgentOptions
     from metaflow_nomad.testing.pki import make_test_pki
     from tests.support.flows import agent_path_env
