@@ -12,6 +12,8 @@ cannot register one in Nomad 1.6) and read their logs (a failed task's last line
 
 from __future__ import annotations
 
+import re
+
 from metaflow_nomad.deploy.naming import schedule_job_id
 
 CAPABILITIES = ("dispatch-job", "submit-job", "read-job", "list-jobs", "read-logs")
@@ -23,7 +25,8 @@ def runner_policy(namespace: str) -> str:
 
 
 def policy_name(job_id: str) -> str:
-    return f"metaflow-runner-{job_id}"
+    """ACL policy names allow only letters, digits and '-'."""
+    return "metaflow-runner-" + re.sub(r"[^A-Za-z0-9-]", "-", job_id)[:100]
 
 
 def bind_commands(deployment: str, namespace: str, scheduled: bool) -> list[str]:

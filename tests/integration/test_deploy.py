@@ -10,6 +10,7 @@ Metaflow client, and the commands' own output.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -207,3 +208,42 @@ def test_the_deployer_api_creates_triggers_follows_and_deletes(deploy_cluster, t
     assert (status, message, deleted) == ("Succeeded", "py 8", True)
     with pytest.raises(Exception, match="404"):
         deploy_cluster.api("GET", "/v1/job/deploy-py")
+
+
+def test_project_branches_deploy_apart_and_production_needs_its_token(deploy_cluster, tmp_path):
+    flow = "project_deploy_flow.py"
+    prod = deploy_cli(deploy_cluster, tmp_path, flow, "create", top_args=("--production",))
+    assert prod.returncode == 0, prod.output
+    token = re.search(r"production:(\S+)", prod.output).group(1)
+    branch = deploy_cli(deploy_cluster, tmp_path, flow, "create", top_args=("--branch", "exp"))
+    assert branch.returncode == 0, branch.output
+    names = ("forecast.prod.projectdeployflow", "forecast.test.exp.projectdeployflow")
+    deploy_cluster.bind_runner_policy(tmp_path, flow, names[0], top_args=("--production",))
+    deploy_cluster.bind_runner_policy(tmp_path, flow, names[1], top_args=("--branch", "exp"))
+    run_id = triggered_run_id(
+        deploy_cli(deploy_cluster, tmp_path, flow, "trigger", top_args=("--production",))
+    )
+    wait_runner_done(deploy_cluster, names[0], run_id)
+    run = _read_run(deploy_cluster, tmp_path, f"ProjectDeployFlow/{run_id}", "branch")
+    assert run["successful"] and run["data"] == {"branch": "prod"}
+    assert f"production:{token}" in run["tags"] and "project_branch:prod" in run["tags"]
+    # Someone else may not replace production without its token.
+    env = {"USER": "mallory", "METAFLOW_HOME": str(tmp_path / "mallory-home")}
+    refused = deploy_cli(
+        deploy_cluster, tmp_path, flow, "create", top_args=("--production",), env=env
+    )
+    assert refused.returncode != 0
+    assert "was deployed by tester" in refused.output and "--authorize" in refused.output
+    allowed = deploy_cli(
+        deploy_cluster,
+        tmp_path,
+        flow,
+        "create",
+        "--authorize",
+        token,
+        top_args=("--production",),
+        env=env,
+    )
+    assert allowed.returncode == 0, allowed.output
+    for top in (("--production",), ("--branch", "exp")):
+        assert deploy_cli(deploy_cluster, tmp_path, flow, "delete", top_args=top).returncode == 0

@@ -9,6 +9,7 @@ with the ``nomad`` CLI, as docs/deploy.md tells them to.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -65,14 +66,23 @@ class Cluster:
             method, f"{path}{separator}namespace={self.namespace or 'default'}", body
         )
 
-    def bind_runner_policy(self, workdir: Path, flow_file: str, *jobs: str) -> None:
-        """What an administrator runs once per runner job (nothing without ACLs)."""
+    def bind_runner_policy(
+        self, workdir: Path, flow_file: str, *jobs: str, top_args: tuple = ()
+    ) -> None:
+        """What an administrator runs: the commands `nomad-workflows policy` prints (one
+        per runner job, which must be ``jobs``), on the policy it prints."""
         if not self.secure:
             return
-        policy = deploy_cli(self, workdir, flow_file, "policy", quiet=True)
-        assert policy.returncode == 0, policy.stdout + policy.stderr
+        policy = deploy_cli(self, workdir, flow_file, "policy", quiet=True, top_args=top_args)
+        assert policy.returncode == 0, policy.output
         path = workdir / "runner-policy.hcl"
         path.write_text(policy.stdout)
+        commands = [
+            shlex.split(line[2:].replace("runner-policy.hcl", str(path)))
+            for line in policy.stderr.splitlines()
+            if line.startswith("# nomad acl policy apply")
+        ]
+        assert [c[c.index("-job") + 1] for c in commands] == list(jobs), policy.stderr
         admin_env = {k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}
         config = self.agent.connection_config()
         admin_env.update(
@@ -84,24 +94,11 @@ class Cluster:
                 "NOMAD_CLIENT_KEY": config["NOMAD_CLIENT_KEY"],
             }
         )
-        for job in jobs:
-            subprocess.run(
-                [
-                    self.agent.binary,
-                    "acl",
-                    "policy",
-                    "apply",
-                    "-namespace",
-                    self.namespace,
-                    "-job",
-                    job,
-                    f"metaflow-runner-{job}",
-                    str(path),
-                ],
-                env=admin_env,
-                check=True,
-                capture_output=True,
+        for command in commands:
+            done = subprocess.run(
+                [self.agent.binary, *command[1:]], env=admin_env, capture_output=True, text=True
             )
+            assert done.returncode == 0, done.stdout + done.stderr
 
 
 @dataclass
@@ -127,6 +124,7 @@ def deploy_cli(
     *args: str,
     quiet: bool = False,
     top_args: tuple = (),
+    env: dict | None = None,
     timeout: float = 240,
 ) -> Cli:
     """``python flow.py [top args] nomad-workflows ARGS`` as the user."""
@@ -136,7 +134,7 @@ def deploy_cli(
     proc = subprocess.run(
         [*command, *top_args, "nomad-workflows", *args],
         cwd=workdir,
-        env=cluster.env(workdir),
+        env=cluster.env(workdir, env),
         capture_output=True,
         text=True,
         timeout=timeout,
