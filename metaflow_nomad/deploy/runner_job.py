@@ -27,7 +27,12 @@ from metaflow_nomad.render.bootstrap import (
     forward_stop_signals,
     package_setup_commands,
 )
-from metaflow_nomad.render.jobspec import BOOTSTRAP_ARGS, COMMAND_ENV, explain_parse_error
+from metaflow_nomad.render.jobspec import (
+    BOOTSTRAP_ARGS,
+    COMMAND_ENV,
+    RenderedJob,
+    parse_jobspec,
+)
 from metaflow_nomad.render.templates import (
     TEMPLATE_API_VERSION,
     LoadedTemplate,
@@ -78,14 +83,6 @@ class RunnerJob:
     deployment: Mapping[str, Any]
     template: str | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RenderedRunner:
-    job_id: str
-    hcl: str
-    template: LoadedTemplate
-    context: Mapping[str, Any]
 
 
 def runner_launch(
@@ -163,10 +160,10 @@ def runner_context(job: RunnerJob, template: LoadedTemplate) -> dict[str, Any]:
 
 def render_runner_job(
     job: RunnerJob, flow_dir: str | None = None, templates_dir: str | None = None
-) -> RenderedRunner:
+) -> RenderedJob:
     template = load_template(job.template, RUNNER_TEMPLATE, flow_dir, templates_dir)
     context = runner_context(job, template)
-    return RenderedRunner(
+    return RenderedJob(
         job_id=job.job_id,
         hcl=render_template(template, context),
         template=template,
@@ -174,18 +171,10 @@ def render_runner_job(
     )
 
 
-def parse_runner_job(rendered: RenderedRunner, client) -> dict:
-    """Parse through the cluster; a rejection points at the template line."""
-    try:
-        job = client.parse(rendered.hcl)
-    except NomadParseError as exc:
-        raise NomadParseError(explain_parse_error(str(exc), rendered)) from None
-    if job.get("ID") != rendered.job_id:
-        raise NomadParseError(
-            f"The runner template {rendered.template.path} produced job ID {job.get('ID')!r}, "
-            f"but the deployment's runner job is {rendered.job_id!r}. Keep "
-            "`job {{ job_id }}`."
-        )
+def parse_runner_job(rendered: RenderedJob, client) -> dict:
+    """Parse through the cluster (a rejection points at the template line); the
+    job must keep its ID and the meta the life-cycle commands read."""
+    job = parse_jobspec(rendered, client)
     if (job.get("Meta") or {}).get(META_FLOW_NAME) is None:
         raise NomadParseError(
             f"The runner template {rendered.template.path} dropped the job's meta; keep "

@@ -14,6 +14,7 @@ from metaflow_nomad.deploy.naming import (
     deployment_name,
     production_token_prefix,
 )
+from metaflow_nomad.errors import NomadException, NomadSettingsError
 from metaflow_nomad.settings import StepSettings, project_defaults_for_step, resolve_step_settings
 
 # How the runner is named in setting errors ("Step '(runner)': setting 'memory' ...").
@@ -77,13 +78,24 @@ def runner_settings(cpu=None, memory=None, disk=None, node_pool=None) -> StepSet
     for key in (*STEP_ONLY, *attributes):
         defaults.pop(key, None)
     config = {k: v for k, v in read_config().items() if k not in STEP_ONLY_CONFIG}
-    return resolve_step_settings(
-        RUNNER_LABEL,
-        attributes,
-        config=config,
-        project_defaults=defaults,
-        standard_env=read_standard_env(),
-    )
+    try:
+        return resolve_step_settings(
+            RUNNER_LABEL,
+            attributes,
+            config=config,
+            project_defaults=defaults,
+            standard_env=read_standard_env(),
+        )
+    except NomadSettingsError as exc:
+        if exc.source != "@nomad":
+            raise
+        # The value came from a --runner-* option, not from a decorator: say so.
+        option = "--runner-" + exc.setting.replace("_", "-")
+        raise NomadException(
+            str(exc)
+            .replace(f"Step '{RUNNER_LABEL}': setting '{exc.setting}'", option)
+            .replace(" (from @nomad)", "")
+        ) from None
 
 
 def deployment_namespace() -> str | None:

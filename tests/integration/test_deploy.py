@@ -116,6 +116,18 @@ def test_a_bad_parameter_fails_on_the_callers_side_and_starts_nothing(deploy_clu
     assert len(runner_jobs_of(deploy_cluster, "deployflow")) == before
 
 
+def test_a_bad_runner_setting_fails_create_before_anything_is_stored_or_sent(
+    deploy_cluster, tmp_path
+):
+    before = {j["ID"] for j in deploy_cluster.api("GET", "/v1/jobs")}
+    bad = deploy_cli(deploy_cluster, tmp_path, "deploy_flow.py", "create", "--runner-memory", "5")
+    assert bad.returncode != 0
+    assert "--runner-memory = 5 is not valid. Expected a whole number of MB >= 10" in bad.output
+    assert "Traceback" not in bad.output
+    assert {j["ID"] for j in deploy_cluster.api("GET", "/v1/jobs")} == before
+    assert not (tmp_path / ".metaflow" / "DeployFlow" / "data").exists()
+
+
 def test_a_bad_value_dispatched_past_trigger_fails_the_run_with_the_reason(
     deploy_cluster, deployed
 ):
