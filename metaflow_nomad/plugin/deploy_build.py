@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from metaflow import decorators
 from metaflow.util import get_username
 
-from metaflow_nomad.config import SETTING_SPECS, STEP_JOBS_ENV, is_truthy, read_config
+from metaflow_nomad.config import SETTING_SPECS, STEP_JOBS_ENV, read_config
 from metaflow_nomad.deploy.naming import schedule_job_id
 from metaflow_nomad.deploy.parameters import (
     flow_parameter_names,
@@ -73,20 +73,22 @@ def prepare_flow(obj) -> None:
     obj.graph = obj.flow._graph
     for node in obj.graph:
         find_nomad_decorator(obj.flow, node.name).settings  # noqa: B018 - raises its error
-    check_storage(obj.flow_datastore.TYPE, obj.metadata.TYPE, read_config())
+    check_storage(obj.flow_datastore.TYPE, obj.metadata.TYPE)
 
 
-def check_storage(datastore_type: str, metadata_type: str, config: Mapping[str, str]) -> None:
-    """Deployed runs write from Nomad nodes; the client must be able to read them."""
-    if metadata_type != "local" or datastore_type == "local":
-        return
-    if not is_truthy(config.get("NOMAD_SHARED_FILESYSTEM")):
+def check_storage(datastore_type: str, metadata_type: str) -> None:
+    """Deployed runs write from Nomad nodes; the client must be able to read them.
+
+    The local datastore with a shared filesystem (checked per step by @nomad) keeps
+    local metadata next to it.  With a remote datastore, local metadata would stay
+    on the node that ran the runner: the metadata service is needed, as for Argo.
+    """
+    if metadata_type == "local" and datastore_type != "local":
         raise NomadException(
             "A deployed run records its metadata on the Nomad node that runs it. With "
-            f"--datastore={datastore_type} and local metadata, nobody else could read it: "
-            "use Metaflow's metadata service (METAFLOW_DEFAULT_METADATA=service), or keep "
-            "local metadata on a filesystem every node shares and set "
-            "METAFLOW_NOMAD_SHARED_FILESYSTEM=1."
+            f"--datastore={datastore_type} and local metadata nobody else could read it: "
+            "use Metaflow's metadata service (METAFLOW_DEFAULT_METADATA=service and "
+            "METAFLOW_SERVICE_URL)."
         )
 
 

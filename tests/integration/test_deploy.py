@@ -259,3 +259,19 @@ def test_project_branches_deploy_apart_and_production_needs_its_token(deploy_clu
     assert allowed.returncode == 0, allowed.output
     for top in (("--production",), ("--branch", "exp")):
         assert deploy_cli(deploy_cluster, tmp_path, flow, "delete", top_args=top).returncode == 0
+
+
+def test_a_remote_datastore_with_local_metadata_is_refused_with_what_to_set(
+    deploy_cluster, tmp_path
+):
+    bad = deploy_cli(
+        deploy_cluster,
+        tmp_path,
+        "deploy_flow.py",
+        "create",
+        top_args=("--datastore=s3", "--metadata=local"),
+        env={"METAFLOW_DATASTORE_SYSROOT_S3": "s3://nowhere/metaflow"},
+    )
+    assert bad.returncode != 0
+    assert "use Metaflow's metadata service (METAFLOW_DEFAULT_METADATA=service" in bad.output
+    assert "Traceback" not in bad.output
