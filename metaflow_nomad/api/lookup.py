@@ -1,8 +1,9 @@
 """Find and stop the Nomad jobs of Metaflow runs (``nomad list``, ``nomad kill``,
 and the launcher's no-orphans backstop).
 
-Jobs are found by their predictable ID prefix and confirmed by their ``Meta``;
-they are stopped by exact ID only, so a prefix can never reach someone else's job.
+Jobs are found by their flow's ID prefix and selected by their ``Meta`` (run,
+user), server-side; they are stopped by exact ID only, so a prefix can never
+reach someone else's job.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def test_the_deployer_api_creates_triggers_follows_and_deletes(deploy_cluster, t
         "print(d.create().name)\n",
     )
     assert created.splitlines()[-1] == "deploy-py"
-    deploy_cluster.bind_runner_policy(tmp_path, "deploy_flow.py", "deploy-py")
+    deploy_cluster.bind_runner_policy(tmp_path, "deploy_flow.py", "deploy-py", name="deploy-py")
     out = client_script(
         tmp_path,
         env,

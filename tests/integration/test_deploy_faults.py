@@ -124,7 +124,7 @@ def test_a_lost_runner_is_replaced_and_resumes_the_run_reusing_finished_steps(
 def test_a_redeploy_does_not_break_the_run_in_flight(deploy_cluster, tmp_path):
     create = deploy_cli(deploy_cluster, tmp_path, FILE, "--name=sleeper-v", "create")
     assert create.returncode == 0, create.output
-    deploy_cluster.bind_runner_policy(tmp_path, FILE, "sleeper-v")
+    deploy_cluster.bind_runner_policy(tmp_path, FILE, "sleeper-v", name="sleeper-v")
     old_steps = _step_jobs_version(deploy_cluster, "sleeper-v")
     run_id = triggered_run_id(
         deploy_cli(deploy_cluster, tmp_path, FILE, "--name=sleeper-v", "trigger", "--seconds", "12")

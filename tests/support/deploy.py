@@ -67,13 +67,16 @@ class Cluster:
         )
 
     def bind_runner_policy(
-        self, workdir: Path, flow_file: str, *jobs: str, top_args: tuple = ()
+        self, workdir: Path, flow_file: str, *jobs: str, top_args: tuple = (), name=None
     ) -> None:
         """What an administrator runs: the commands `nomad-workflows policy` prints (one
         per runner job, which must be ``jobs``), on the policy it prints."""
         if not self.secure:
             return
-        policy = deploy_cli(self, workdir, flow_file, "policy", quiet=True, top_args=top_args)
+        group = [f"--name={name}"] if name else []
+        policy = deploy_cli(
+            self, workdir, flow_file, *group, "policy", quiet=True, top_args=top_args
+        )
         assert policy.returncode == 0, policy.output
         path = workdir / "runner-policy.hcl"
         path.write_text(policy.stdout)
