@@ -260,18 +260,28 @@ class NomadClient:
         params.update(_ns(namespace or self.settings.namespace))
         return self._call("delete", "job/" + _quote(job_id), params=params, timeout=timeout).json()
 
-    def dispatch(self, job_id: str, meta: dict[str, str], namespace: str | None = None) -> str:
+    def dispatch(
+        self,
+        job_id: str,
+        meta: dict[str, str],
+        namespace: str | None = None,
+        idempotency_token: str | None = None,
+    ) -> str:
         """Dispatch a parameterized job; returns the dispatched child's ID.
 
-        Not retried: a dispatch that reached Nomad and lost its answer would start
-        a second run if it were sent again.
+        Retried on transient failures only with an ``idempotency_token``: Nomad then
+        answers a repeated dispatch with the child the first one made, where a
+        plain retry of a dispatch whose answer was lost would start a second one.
         """
+        body: dict[str, Any] = {"Meta": meta}
+        if idempotency_token:
+            body["IdempotencyToken"] = idempotency_token
         answer = self._call(
             "post",
             f"job/{_quote(job_id)}/dispatch",
             params=_ns(namespace),
-            json={"Meta": meta},
-            retry=False,
+            json=body,
+            retry=bool(idempotency_token),
         ).json()
         return answer["DispatchedJobID"]
 

@@ -78,7 +78,8 @@ def step(
     with TaskLauncher(client, rendered, settings, echo, echo_log) as launcher:
         try:
             if dispatched:
-                launcher.dispatch(*dispatched, namespace=settings.nomad_namespace)
+                parent, meta, token = dispatched
+                launcher.dispatch(parent, meta, settings.nomad_namespace, token)
             else:
                 launcher.submit()
         except (NomadException, OSError):
@@ -99,8 +100,9 @@ def step(
             _sync_metadata(ctx.obj, identity)
 
 
-def _dispatch_request(invocation, step_jobs: str) -> tuple[str, dict]:
-    """In a deployed run: the deployment's step job to dispatch, and this attempt's meta."""
+def _dispatch_request(invocation, step_jobs: str) -> tuple[str, dict, str]:
+    """In a deployed run: the deployment's step job to dispatch, this attempt's meta,
+    and the idempotency token that names the attempt."""
     from metaflow_nomad.config import read_config
     from metaflow_nomad.deploy.step_jobs import dispatch_meta
     from metaflow_nomad.model import deployed_step_job_id
@@ -109,7 +111,7 @@ def _dispatch_request(invocation, step_jobs: str) -> tuple[str, dict]:
     identity = invocation.identity
     launch = build_step_launch(invocation, read_config())
     parent = deployed_step_job_id(identity.flow_name, step_jobs, identity.step_name)
-    return parent, dispatch_meta(identity, launch)
+    return parent, dispatch_meta(identity, launch), identity.job_id
 
 
 def _echoes(obj, label: str):

@@ -75,13 +75,16 @@ class TaskLauncher:
         self._guard.watch(self._rendered.job_id, self._namespace)
         self._client.register(job, source=self._rendered.hcl)
 
-    def dispatch(self, parent_job_id: str, meta: dict[str, str], namespace: str | None) -> None:
+    def dispatch(
+        self, parent_job_id: str, meta: dict[str, str], namespace: str | None, token: str
+    ) -> None:
         """Dispatch a deployed flow's step job for this attempt (its ids and script in
-        ``meta``); the dispatched child is the job followed and guarded from here on."""
+        ``meta``; ``token`` makes a retried dispatch return the same child); the
+        dispatched child is the job followed and guarded from here on."""
         s = self._settings
         self._echo(f"Dispatching step job {parent_job_id} ({s.driver}, {s.describe_resources()}).")
         self._namespace = namespace
-        self._job_id = self._client.dispatch(parent_job_id, meta, namespace)
+        self._job_id = self._client.dispatch(parent_job_id, meta, namespace, token)
         self._guard.watch(self._job_id, namespace)
         self._echo(f"Dispatched job {self._job_id}.")
 
