@@ -33,8 +33,8 @@ lint: setup
 	$(VENV)/bin/ruff check metaflow_nomad metaflow_extensions tests benchmarks scripts examples
 	$(VENV)/bin/ruff format --check metaflow_nomad metaflow_extensions tests benchmarks scripts examples
 
-bench: setup nomad
-	$(PY) benchmarks/run.py
+bench: setup nomad docker
+	$(PY) benchmarks/run.py --wide
 
 bench-quick: setup nomad
 	$(PY) benchmarks/run.py --quick

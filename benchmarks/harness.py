@@ -9,6 +9,7 @@ cannot leak into any timing; it is used only to count API requests.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -118,6 +119,8 @@ class ProcessSampler:
     def __init__(self, root_pid: int):
         self.root_pid = root_pid
         self.records: dict[int, ProcessRecord] = {}
+        # The most the whole launcher tree (runtime, trampolines, local tasks) held at once.
+        self.peak_tree_rss_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -142,7 +145,15 @@ class ProcessSampler:
             now = time.time()
             for child in children:
                 self._sample(child, now)
+            self._sample_tree(root, children)
             self._stop.wait(SAMPLE_INTERVAL_S)
+
+    def _sample_tree(self, root: psutil.Process, children: list[psutil.Process]) -> None:
+        total = 0
+        for process in (root, *children):
+            with contextlib.suppress(psutil.Error):
+                total += process.memory_info().rss
+        self.peak_tree_rss_mb = max(self.peak_tree_rss_mb, total / 2**20)
 
     def _sample(self, process: psutil.Process, now: float) -> None:
         try:
@@ -222,6 +233,20 @@ class FlowRunner:
         seconds = time.perf_counter() - started
         processes = list(sampler.records.values())
         return FlowRun(seconds, read_run_id(run_id_file, output), output, processes)
+
+    def run_with_tree(
+        self, directory: Path, top: list[str], extra: list[str], timeout: float, env: dict
+    ) -> tuple[FlowRun, float]:
+        """``run``, also returning the peak RSS of the whole process tree, in MB."""
+        started = time.perf_counter()
+        proc, run_id_file = self.start(directory, top, extra, env)
+        with ProcessSampler(proc.pid) as sampler:
+            output = finish(proc, timeout)
+        seconds = time.perf_counter() - started
+        run = FlowRun(
+            seconds, read_run_id(run_id_file, output), output, list(sampler.records.values())
+        )
+        return run, sampler.peak_tree_rss_mb
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> str:

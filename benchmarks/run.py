@@ -1,6 +1,7 @@
 """The metaflow-nomad benchmark suite: ``make bench`` (full) or ``make bench-quick`` (CI).
 
-It starts its own local Nomad agent (raw_exec), runs every benchmark several
+It starts its own local Nomad agent (raw_exec, plus the docker driver on a private
+engine where one can start: ``--no-docker`` to skip it), runs every benchmark several
 times, and prints one table whose ratios are all taken against a baseline
 measured in the same run, because absolute timings on a shared 2-core machine
 move from minute to minute.  See docs/scaling.md for how the figures are read.
@@ -9,7 +10,8 @@ What is timed where (so each figure can be checked):
 
 * step overhead: wall time of ``python flow.py run`` of a two-step no-op flow
   with ``--with nomad`` (both steps on Nomad) against the same flow run locally,
-  interleaved local/Nomad so drift hits both arms alike;
+  interleaved local/Nomad so drift hits both arms alike, and the same flow on
+  docker tasks in the same repetition (``docker_*`` figures);
 * submit to start: Nomad's own ``SubmitTime`` of the job and the ``Started``
   task event (both from Nomad's clock); the trampoline's start is the kernel's
   process start time (psutil), on the same machine clock;
@@ -52,6 +54,7 @@ from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.model import run_job_prefix
 from metaflow_nomad.render.jobspec import build_template_context, render_jobspec
 from metaflow_nomad.render.templates import choose_variant, load_template, render_template
+from metaflow_nomad.testing.docker_engine import start_engine_or_explain
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 
 TARGETS = {
@@ -63,6 +66,7 @@ TARGETS = {
     "trampoline_peak_rss_mb": ("<=", 150),
 }
 NOMAD_MARKER = "    # <nomad>\n"
+DOCKER_ENV = {"METAFLOW_NOMAD_DRIVER": "docker", "METAFLOW_NOMAD_NETWORK_MODE": "host"}
 # Small enough that --max-workers tasks fit on one 2-core node at once: Nomad
 # reserves what a task asks for (1 vCPU and 4 GB by default), local runs do not.
 FANOUT_DECORATOR = "    @nomad(cpu=100, memory=256)\n"
@@ -71,9 +75,11 @@ FANOUT_DECORATOR = "    @nomad(cpu=100, memory=256)\n"
 class Suite:
     """Holds the agent, the flow runner and every figure measured so far."""
 
-    def __init__(self, agent: LocalAgent, workdir: Path, quick: bool):
+    def __init__(self, agent: LocalAgent, workdir: Path, quick: bool, docker: bool = False):
         self.agent = agent
         self.quick = quick
+        # With an engine, step overhead is also measured with the docker driver.
+        self.docker = docker
         self.env = env_for_agent(agent.address, workdir / "mfhome")
         self.runner = FlowRunner(workdir, self.env)
         self.metrics: dict[str, dict] = {}
@@ -111,12 +117,20 @@ class Suite:
             "trampoline_lifetime_s": [],
             "trampoline_cpu_s": [],
         }
+        docker_ratios: list[float] = []
+        docker_phases: dict[str, list[float]] = {"register_to_start_s": [], "task_on_nomad_s": []}
         for _ in range(reps):
             base = self.runner.run(directory, [], [], self.timeout)
             run = self.runner.run(directory, ["--with=nomad"], [], self.timeout)
             local.append(base.seconds)
             nomad.append(run.seconds)
             ratios.append(run.seconds / base.seconds)
+            if self.docker:
+                docker = self.runner.run(directory, ["--with=nomad"], [], self.timeout, DOCKER_ENV)
+                docker_ratios.append(docker.seconds / base.seconds)
+                for name, values in self._task_phases("NoopFlow", docker).items():
+                    if name in docker_phases:
+                        docker_phases[name].extend(values)
             for task in (p for p in base.processes if p.kind == "task"):
                 local_tasks.append(task.last_seen - task.created)
                 local_task_cpu.append(task.cpu_s)
@@ -145,6 +159,15 @@ class Suite:
         }
         for name, values in phases.items():
             self.metric(name, values, "s", notes[name])
+        if self.docker:
+            self.metric(
+                "docker_step_overhead_ratio",
+                docker_ratios,
+                "x",
+                "same flow on docker tasks (python:3.11, host network) / local, same repetition",
+            )
+            for name, values in docker_phases.items():
+                self.metric("docker_" + name, values, "s", notes[name] + ", docker driver")
 
     def _task_phases(self, flow: str, run: FlowRun) -> dict[str, list[float]]:
         """Per task: where the time goes, joining kernel process times to Nomad's clock."""
@@ -209,6 +232,36 @@ class Suite:
             register_to_start,
             "s",
             f"SubmitTime -> Started with {workers} trampolines at once",
+        )
+
+    def wide(self, width: int, workers: int) -> None:
+        """One wide foreach, local then on Nomad through the counting proxy: how much
+        memory the launcher machine needs and how hard the API is driven."""
+        source = (FLOWS / "fanout_flow.py").read_text()
+        local_dir = self.runner.prepare("wide-local", source)
+        nomad_dir = self.runner.prepare(
+            "wide-nomad", source.replace(NOMAD_MARKER, FANOUT_DECORATOR)
+        )
+        args = ["--width", str(width), "--max-workers", str(workers)]
+        args += ["--max-num-splits", str(width)]
+        base = self.runner.run(local_dir, [], args, self.timeout * 4)
+        with CountingProxy(self.agent.address) as proxy:
+            env = {"METAFLOW_NOMAD_ADDRESS": proxy.address}
+            run, tree_mb = self.runner.run_with_tree(nomad_dir, [], args, self.timeout * 4, env)
+            requests = sum(sum(c.values()) for c in proxy.by_job.values())
+            requests += sum(proxy.unattributed.values())
+        label = f"{width} x 1 s tasks, --max-workers {workers}"
+        self.metric("wide_local_s", [base.seconds], "s", label + ", local")
+        self.metric("wide_nomad_s", [run.seconds], "s", label + ", on Nomad")
+        self.metric("wide_ratio", [run.seconds / base.seconds], "x", "nomad/local wall time")
+        self.metric(
+            "wide_launcher_peak_mb", [tree_mb], "MB", "RSS of the launcher tree at its peak"
+        )
+        self.metric(
+            "wide_launcher_mb_per_worker", [tree_mb / workers], "MB", "that peak / --max-workers"
+        )
+        self.metric(
+            "wide_api_requests_per_s", [requests / run.seconds], "req/s", "all API requests / wall"
         )
 
     # -- render ---------------------------------------------------------------------
@@ -357,17 +410,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help="comma-separated subset: render,step,fanout,api (memory follows step/fanout)"
     )
+    parser.add_argument(
+        "--wide", action="store_true", help="also 256 tasks at --max-workers 64 (make bench)"
+    )
+    parser.add_argument(
+        "--no-docker", action="store_true", help="raw_exec only, even where an engine can start"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     reps = args.reps or (2 if quick else 5)
     began = time.time()
     path = interpreter_path()
-    agent = LocalAgent(options=AgentOptions(env={"PATH": path}))
+    engine = start_engine_or_explain(lambda m: print(m, flush=True)) if not args.no_docker else None
+    plugin = engine.nomad_plugin_config() if engine else ""
+    agent = LocalAgent(options=AgentOptions(env={"PATH": path}, docker_plugin=plugin))
     print(f"Starting a local Nomad agent ({agent.binary})...", flush=True)
-    agent.start()
     try:
+        agent.start()
         with tempfile.TemporaryDirectory(prefix="mf-nomad-bench-") as tmp:
-            suite = Suite(agent, Path(tmp), quick)
+            suite = Suite(agent, Path(tmp), quick, docker=engine is not None)
             steps = [
                 ("render", "render", lambda: suite.render(reps, 0.5 if quick else 1.0)),
                 ("step overhead", "step", lambda: suite.step_overhead(reps)),
@@ -383,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("memory", "memory", suite.memory),
             ]
-            chosen = set(args.only.split(",")) | {"memory"} if args.only else None
+            if args.wide:
+                steps.append(("wide fan-out", "wide", lambda: suite.wide(256, 64)))
+            chosen = set(args.only.split(",")) | {"memory", "wide"} if args.only else None
             for label, key, step in steps:
                 if chosen is not None and key not in chosen:
                     continue
@@ -403,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             }
     finally:
         agent.stop()
+        if engine:
+            engine.stop()
     print()
     print_table(result)
     if args.json:

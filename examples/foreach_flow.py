@@ -10,7 +10,7 @@ class ForeachFlow(FlowSpec):
         self.next(self.square, foreach="items")
 
     @retry(times=1, minutes_between_retries=0)
-    @nomad(cpu=0.5, memory=256)
+    @nomad(cpu=0.5, memory=600)
     @step
     def square(self):
         self.value = self.input * self.input

@@ -127,6 +127,27 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "NOMAD_TEMPLATE",
     ),
     _step("pending_timeout", "seconds", "none", "NOMAD_PENDING_TIMEOUT"),
+    _step(
+        "network_mode",
+        "docker: `bridge`, `host`, `none` or `container:<name>`",
+        "the engine's (`bridge`)",
+        "NOMAD_NETWORK_MODE",
+    ),
+    _step(
+        "force_pull",
+        "docker: bool",
+        "`false` (a local image is used unless its tag is `latest`)",
+        "NOMAD_FORCE_PULL",
+        default=False,
+    ),
+    _step(
+        "image_pull_timeout",
+        "docker: duration, e.g. `10m`",
+        "Nomad's (`5m`)",
+        "NOMAD_IMAGE_PULL_TIMEOUT",
+    ),
+    _step("docker_runtime", "docker: str, e.g. `nvidia`", "the engine's", "NOMAD_DOCKER_RUNTIME"),
+    _step("volumes", "docker: list of `/host:/container[:ro]`", "`[]`", default=[]),
     _conn("address", "NOMAD_ADDRESS", "NOMAD_ADDR", "API address, default `http://127.0.0.1:4646`"),
     _conn(
         "token",

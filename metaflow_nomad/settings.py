@@ -26,6 +26,8 @@ from metaflow_nomad.errors import NomadSettingsError
 from metaflow_nomad.validation import Validator, as_number
 
 DRIVERS = ("docker", "exec", "raw_exec")
+# Settings of the docker driver's config block; other drivers have no such options.
+DOCKER_SETTINGS = ("network_mode", "force_pull", "image_pull_timeout", "docker_runtime", "volumes")
 # Nomad's own minimum memory is 10 MB; a CPU share below 1 MHz is meaningless.
 MIN_MEMORY_MB = 10
 DEFAULT_MHZ_PER_VCPU = 1000
@@ -33,6 +35,17 @@ DEFAULT_MHZ_PER_VCPU = 1000
 # Every attribute @nomad accepts, with None meaning "not set here".
 DECORATOR_ATTRIBUTES: dict[str, Any] = {key: None for key in STEP_SPECS}
 RESOURCES_SETTINGS = ("cpu", "memory", "disk", "gpu")
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    """The docker driver's options a step may set (the rest belongs in a template)."""
+
+    network_mode: str | None = None
+    force_pull: bool = False
+    image_pull_timeout: str | None = None
+    runtime: str | None = None
+    volumes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class StepSettings:
     meta: Mapping[str, str]
     template: str | None
     pending_timeout: float | None
+    docker: DockerOptions | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def describe_resources(self) -> str:
@@ -152,7 +166,26 @@ def resolve_step_settings(
         if raw["template"] is None
         else v.token("template", raw["template"], "a template name or path"),
         pending_timeout=_pending_timeout(v, raw["pending_timeout"]),
+        docker=_docker_options(v, raw, driver),
         sources=sources,
+    )
+
+
+def _docker_options(v: Validator, raw: Mapping[str, Any], driver: str) -> DockerOptions | None:
+    """Docker options for a docker step.  For another driver, one set on the step
+    itself is a mistake worth stopping for; one from config or the project file
+    (meant for the docker steps of a mixed flow) does not apply and is left out."""
+    if driver != "docker":
+        for name in DOCKER_SETTINGS:
+            if v.sources.get(name) == "@nomad" and raw[name] not in (None, False, [], ()):
+                v.fail(name, raw[name], f"a setting of the docker driver; this step uses {driver}")
+        return None
+    return DockerOptions(
+        network_mode=v.network_mode(raw["network_mode"]),
+        force_pull=v.boolean("force_pull", raw["force_pull"]),
+        image_pull_timeout=v.duration("image_pull_timeout", raw["image_pull_timeout"]),
+        runtime=v.optional_name("docker_runtime", raw["docker_runtime"]),
+        volumes=v.volumes(raw["volumes"]),
     )
 
 

@@ -33,6 +33,8 @@ CONSTRAINT_OPERATORS = (
     "distinct_property",
 )
 VCPU_THRESHOLD = 100
+NETWORK_MODES = ("bridge", "host", "none")
+_DURATION_RE = re.compile(r"^(\d+(ns|us|ms|s|m|h))+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VENDOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -113,6 +115,55 @@ class Validator:
         if not isinstance(value, str) or not _NAME_RE.match(value):
             self.fail(setting, value, "a Nomad name: letters, digits, '.', '_' or '-'")
         return value
+
+    def boolean(self, setting, value) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        self.fail(setting, value, "true or false")
+
+    def duration(self, setting, value) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _DURATION_RE.match(value):
+            self.fail(setting, value, "a duration such as 90s, 10m or 1h30m")
+        return value
+
+    def network_mode(self, value) -> str | None:
+        if value is None:
+            return None
+        if value not in NETWORK_MODES and not (
+            isinstance(value, str) and value.startswith("container:") and len(value) > 10
+        ):
+            self.fail(
+                "network_mode",
+                value,
+                "one of " + ", ".join(NETWORK_MODES) + ", or container:<name>",
+            )
+        return value
+
+    def volumes(self, value) -> tuple[str, ...]:
+        original = value
+        value = parse_structured(value)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        accepted = (
+            "a list of bind mounts '/host/path:/container/path' with an optional ':ro' or ':rw', "
+            "e.g. ['/data/shared:/data:ro']"
+        )
+        if not isinstance(value, (list, tuple)):
+            self.fail("volumes", original, accepted)
+        for item in value:
+            parts = item.split(":") if isinstance(item, str) else []
+            if not 2 <= len(parts) <= 3 or not all(parts[:2]) or not parts[1].startswith("/"):
+                self.fail("volumes", original, accepted)
+            if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+                self.fail("volumes", original, accepted)
+        return tuple(value)
 
     def vendor(self, value):
         if not isinstance(value, str) or not _VENDOR_RE.match(value):

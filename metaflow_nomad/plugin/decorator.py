@@ -14,7 +14,6 @@ from metaflow.decorators import StepDecorator
 from metaflow.metadata_provider import MetaDatum
 from metaflow.metadata_provider.util import sync_local_metadata_to_datastore
 from metaflow.metaflow_config import DATASTORE_LOCAL_DIR
-from metaflow.sidecar import Sidecar
 
 from metaflow_nomad.config import (
     WORKLOAD_ENV,
@@ -28,7 +27,7 @@ from metaflow_nomad.model import (
     META_TEMPLATE_VERSION,
     task_meta_env,
 )
-from metaflow_nomad.plugin.packaging import project_files, shipped_modules
+from metaflow_nomad.plugin.packaging import project_file, shipped_modules
 from metaflow_nomad.plugin.step_settings import (
     check_step,
     conda_environment_problem,
@@ -130,13 +129,12 @@ class NomadDecorator(StepDecorator):
     def add_to_package(self):
         # The task on Nomad imports this decorator; ship the library in the code
         # package so images need no metaflow-nomad install.  A deployed run also
-        # renders its steps from the package: ship the project file and templates.
+        # resolves its steps' settings from the package: ship the project file.
         from metaflow.packaging_sys import ContentType
 
         for path, arcname in shipped_modules():
             yield path, arcname, ContentType.CODE_CONTENT
-        templates_dir = read_config().get("NOMAD_TEMPLATES_DIR")
-        for path, arcname in project_files(flow_directory(), templates_dir):
+        for path, arcname in project_file(flow_directory()):
             yield path, arcname, ContentType.USER_CONTENT
 
     def runtime_init(self, flow, graph, package, run_id):
@@ -209,8 +207,7 @@ class NomadDecorator(StepDecorator):
                 if v
             ],
         )
-        self._save_logs_sidecar = Sidecar("save_logs_periodically")
-        self._save_logs_sidecar.start()
+        # No log sidecar: the task's capture process uploads the logs (task/capture.py).
 
     def task_finished(self, step_name, flow, graph, is_task_ok, retry_count, max_retries):
         if WORKLOAD_ENV not in os.environ:
@@ -221,9 +218,6 @@ class NomadDecorator(StepDecorator):
             and self.task_datastore.TYPE != "local"
         ):
             sync_local_metadata_to_datastore(DATASTORE_LOCAL_DIR, self.task_datastore)
-        sidecar = getattr(self, "_save_logs_sidecar", None)
-        if sidecar is not None:
-            sidecar.terminate()
 
     @classmethod
     def _save_package_once(cls, flow_datastore, package):

@@ -36,7 +36,7 @@ from metaflow_nomad.errors import NomadException
 from metaflow_nomad.model import META_FLOW_NAME
 from metaflow_nomad.plugin.deploy_context import Deployment
 from metaflow_nomad.render.bootstrap import forwarded_metaflow_config
-from metaflow_nomad.render.pipeline import find_nomad_decorator
+from metaflow_nomad.render.pipeline import find_nomad_decorator, task_settings
 from metaflow_nomad.settings import StepSettings
 
 # Launcher settings a runner must not inherit: it reaches Nomad through the Task
@@ -148,7 +148,12 @@ def render_steps(obj, deployment: Deployment, connection, values: Mapping | None
     from metaflow_nomad.deploy.step_jobs import render_step_jobs
 
     config = read_config()
-    steps = {node.name: find_nomad_decorator(obj.flow, node.name).settings for node in obj.graph}
+    steps = {
+        node.name: task_settings(
+            find_nomad_decorator(obj.flow, node.name).settings, obj.flow_datastore
+        )
+        for node in obj.graph
+    }
     return render_step_jobs(
         obj.flow.name,
         deployment.name,

@@ -104,6 +104,7 @@ def build_template_context(
         "task_name": TASK_NAME,
         "driver": settings.driver,
         "image": settings.image,
+        "docker": _docker_context(settings),
         "command": "/bin/bash",
         "args": list(BOOTSTRAP_ARGS),
         "env": env,
@@ -125,6 +126,19 @@ def build_template_context(
         "values": dict(values or {}),
         "dispatch": None,
         "template_api": TEMPLATE_API_VERSION,
+    }
+
+
+def _docker_context(settings: StepSettings) -> dict[str, Any] | None:
+    options = settings.docker
+    if options is None:
+        return None
+    return {
+        "network_mode": options.network_mode,
+        "force_pull": options.force_pull,
+        "image_pull_timeout": options.image_pull_timeout,
+        "runtime": options.runtime,
+        "volumes": list(options.volumes),
     }
 
 

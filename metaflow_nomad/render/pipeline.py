@@ -6,6 +6,7 @@ Both the trampoline (``nomad step``) and ``metaflow-nomad render`` call
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping
@@ -94,6 +95,24 @@ def prepare_job(
     return settings, render_step_job(invocation, settings, config, tls, values)
 
 
+def task_settings(settings: StepSettings, datastore) -> StepSettings:
+    """The settings a step's job is rendered with, given where its datastore is."""
+    if datastore.TYPE == "local" and settings.docker is not None:
+        return with_shared_datastore(settings, datastore.datastore_root)
+    return settings
+
+
+def with_shared_datastore(settings: StepSettings, root: str) -> StepSettings:
+    """A docker task sees nothing of its node's filesystem: with the local datastore
+    on a shared filesystem, bind-mount its root at the same path, as raw_exec and
+    exec tasks see it (the docker plugin must allow volumes)."""
+    mount = f"{root}:{root}"
+    if mount in settings.docker.volumes:
+        return settings
+    docker = dataclasses.replace(settings.docker, volumes=(*settings.docker.volumes, mount))
+    return dataclasses.replace(settings, docker=docker)
+
+
 def render_step_job(
     invocation: StepInvocation,
     settings: StepSettings,
@@ -102,6 +121,7 @@ def render_step_job(
     values: Mapping[str, Any] | None = None,
 ) -> RenderedJob:
     """Build the task's command and env, and render its job."""
+    settings = task_settings(settings, invocation.obj.flow_datastore)
     return render_jobspec(
         settings,
         invocation.identity,

@@ -7,6 +7,7 @@ case is unit-tested with recorded API answers.
 
 from __future__ import annotations
 
+import re
 import signal as signals
 from dataclasses import dataclass
 
@@ -102,6 +103,28 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+_PULL_FAILURE_RE = re.compile(r"Failed to pull `([^`]+)`: (.*)", re.DOTALL)
+
+
+def describe_pull_failure(text: str, node: str | None) -> str | None:
+    """A docker image pull failure, with the image, the node and Docker's reason."""
+    match = _PULL_FAILURE_RE.search(text)
+    if not match:
+        return None
+    image, reason = match.groups()
+    latest = " (a `latest` or untagged image is pulled every time)" if _is_latest(image) else ""
+    return (
+        f"the docker image `{image}` could not be pulled on node {node}{latest}: {reason.strip()}. "
+        "Check the image name and tag, that the node can reach the registry, and the "
+        "node's registry credentials (docs/docker.md)"
+    )
+
+
+def _is_latest(image: str) -> bool:
+    name = image.rsplit("/", 1)[-1]
+    return "@" not in name and (":" not in name or name.endswith(":latest"))
+
+
 def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) -> TaskOutcome:
     """Exit code, signal and OOM state from the task's events, in words for the user."""
     status = alloc.get("ClientStatus", "unknown")
@@ -118,7 +141,10 @@ def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) 
         if event.get("Type") in FATAL_EVENTS:
             text = event.get("DisplayMessage") or event.get("DriverError") or event.get("Message")
             if text:
-                messages.append(f"{event.get('Type')}: {text}")
+                messages.append(
+                    describe_pull_failure(text, alloc.get("NodeName"))
+                    or f"{event.get('Type')}: {text}"
+                )
     desired = alloc.get("DesiredStatus", "run")
     if status not in ("lost", "unknown") and desired in ("stop", "evict"):
         # Nomad stopped the allocation, so its exit code is not the task's verdict.

@@ -233,3 +233,17 @@ def _docker_cgroups() -> list[Path]:
     if (base / "cgroup.controllers").exists():  # cgroup v2
         return [base / "docker"]
     return [d / "docker" for d in base.iterdir() if d.is_dir() and not d.is_symlink()]
+
+
+def start_engine_or_explain(say) -> DockerEngine | None:
+    """A started engine with the image, or None after telling ``say`` why there is none
+    (the demo and the benchmarks then fall back to raw_exec)."""
+    engine = DockerEngine()
+    try:
+        engine.start()
+        engine.ensure_image()
+        return engine
+    except DockerUnavailable as exc:
+        engine.stop()
+        say(f"Docker is not available here, so docker tasks are left out: {exc}")
+        return None

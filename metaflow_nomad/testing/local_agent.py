@@ -64,6 +64,9 @@ class AgentOptions:
     acl: bool = False
     # HTTP and RPC over TLS, with client certificates required on HTTPS.
     tls: AgentPki | None = None
+    # The docker plugin's config (DockerEngine.nomad_plugin_config()): the docker driver
+    # pointed at a private engine.  Without it the node has no docker driver.
+    docker_plugin: str = ""
 
 
 class LocalAgent:
@@ -150,6 +153,7 @@ plugin "raw_exec" {{
   }}
 }}
 {self._secure_config()}
+{o.docker_plugin}
 {o.extra_config}
 """
 

@@ -40,6 +40,12 @@ OPERATORS = (
 PRIORITY = "a whole number between 1 and 100"
 ENV = "a dict of string keys to string values (keys must be valid environment variable names)"
 META = "a dict of string keys to string values"
+NETWORK_MODE = "one of bridge, host, none, or container:<name>"
+DURATION = "a duration such as 90s, 10m or 1h30m"
+VOLUMES = (
+    "a list of bind mounts '/host/path:/container/path' with an optional ':ro' or ':rw', "
+    "e.g. ['/data/shared:/data:ro']"
+)
 
 DECORATOR_CASES = [
     ("memory", -5, MEMORY),
@@ -80,6 +86,17 @@ DECORATOR_CASES = [
     ("gpu_vendor", "NVIDIA!", "a device vendor such as 'nvidia' or 'amd'"),
     ("pending_timeout", -1, "seconds >= 0 (0 = no limit)"),
     ("template", "a b", "a template name or path"),
+    ("network_mode", "weird", NETWORK_MODE),
+    ("network_mode", "container:", NETWORK_MODE),
+    ("force_pull", "maybe", "true or false"),
+    ("image_pull_timeout", "5 minutes", DURATION),
+    ("image_pull_timeout", 300, DURATION),
+    ("docker_runtime", "nvidia runtime", NAME),
+    ("volumes", ["/data"], VOLUMES),
+    ("volumes", ["/data:relative"], VOLUMES),
+    ("volumes", ["/data:/data:rx"], VOLUMES),
+    ("volumes", "/a:/b:ro:x", VOLUMES),
+    ("volumes", {"a": "b"}, VOLUMES),
 ]
 
 
@@ -99,6 +116,37 @@ def test_bad_decorator_value(setting, value, accepted):
     with pytest.raises(NomadSettingsError) as info:
         resolve(nomad_attributes={setting: value})
     assert str(info.value) == message(setting, value, accepted)
+
+
+@pytest.mark.parametrize("setting", ["network_mode", "volumes", "force_pull"])
+def test_docker_setting_on_a_raw_exec_step_is_refused(setting):
+    value = {"network_mode": "host", "volumes": ["/d:/d"], "force_pull": True}[setting]
+    with pytest.raises(NomadSettingsError) as info:
+        resolve(nomad_attributes={"driver": "raw_exec", setting: value})
+    assert str(info.value) == message(
+        setting, value, "a setting of the docker driver; this step uses raw_exec"
+    )
+
+
+def test_docker_setting_from_config_does_not_apply_to_a_raw_exec_step():
+    settings = resolve(
+        nomad_attributes={"driver": "raw_exec"}, config={"NOMAD_NETWORK_MODE": "host"}
+    )
+    assert settings.docker is None
+
+
+def test_docker_settings_resolve_from_every_layer():
+    settings = resolve(
+        nomad_attributes={"volumes": ["/data:/data:ro"]},
+        config={"NOMAD_NETWORK_MODE": "host", "NOMAD_FORCE_PULL": "true"},
+        project_defaults={"image_pull_timeout": "10m", "docker_runtime": "nvidia"},
+    )
+    assert settings.docker.network_mode == "host"
+    assert settings.docker.force_pull is True
+    assert settings.docker.image_pull_timeout == "10m"
+    assert settings.docker.runtime == "nvidia"
+    assert settings.docker.volumes == ("/data:/data:ro",)
+    assert settings.sources["network_mode"] == "METAFLOW_NOMAD_NETWORK_MODE"
 
 
 @pytest.mark.parametrize(
@@ -218,9 +266,8 @@ TEMPLATE_CASES = [
         "{% block taskextra %}{% endblock %}\n",
         "{dir}/block.nomad.hcl.j2:3: block 'taskextra' does not exist in "
         "'metaflow_nomad/v1/plain.nomad.hcl.j2', so it would be ignored. Blocks you can replace: "
-        "constraints, devices, dispatch, driver_extra, env, extra_groups, extra_tasks, "
-        "group_extra, "
-        "job_placement, resources, task_config, task_extra.",
+        "constraints, devices, dispatch, docker_options, driver_extra, env, extra_groups, "
+        "extra_tasks, group_extra, job_placement, resources, task_config, task_extra.",
     ),
     (
         "version.nomad.hcl.j2",

@@ -4,6 +4,8 @@ The evaluation metrics and task events below were recorded from the Nomad 1.6.1
 agent the integration tests use (trimmed to the fields that matter).
 """
 
+import pytest
+
 from metaflow_nomad.runtime.outcome import (
     TaskOutcome,
     describe_placement_failure,
@@ -181,3 +183,35 @@ def test_driver_failure_is_explained():
 def test_outcome_defaults():
     assert TaskOutcome(status="complete").succeeded
     assert not TaskOutcome(status="complete", exit_code=2).succeeded
+
+
+@pytest.mark.parametrize(
+    ("image", "note"),
+    [
+        ("registry.example/team/img:1.2", ""),
+        ("python:latest", " (a `latest` or untagged image is pulled every time)"),
+        ("python", " (a `latest` or untagged image is pulled every time)"),
+    ],
+)
+def test_image_pull_failure_names_image_node_and_dockers_reason(image, note):
+    reason = 'API error (500): Get "https://registry-1.docker.io/v2/": no such host'
+    alloc = {
+        "ClientStatus": "failed",
+        "NodeName": "gpu-7",
+        "TaskStates": {
+            "metaflow": {
+                "Events": [
+                    {
+                        "Type": "Driver Failure",
+                        "DisplayMessage": f"Failed to pull `{image}`: {reason}",
+                    }
+                ]
+            }
+        },
+    }
+    outcome = outcome_from_allocation(alloc, "metaflow", 512)
+    assert outcome.message == (
+        f"the docker image `{image}` could not be pulled on node gpu-7{note}: {reason}. "
+        "Check the image name and tag, that the node can reach the registry, and the "
+        "node's registry credentials (docs/docker.md)"
+    )

@@ -1,0 +1,162 @@
+"""The one log-capture process of a Nomad task.
+
+``python -m metaflow_nomad.task.capture bash -c '<step>'`` runs the step with its
+stdout and stderr on pipes, writes every line to the task's mflog files (the
+format ``flow.py logs`` reads), echoes it to Nomad's own log, and uploads the
+files to the datastore while the step runs and once more when it ends.
+
+It replaces what Metaflow's remote bootstrap (as ``@kubernetes`` uses it) runs
+per task: two ``mflog.tee`` processes, the ``save_logs_periodically`` sidecar
+and one ``save_logs`` interpreter per upload, each importing Metaflow.  Here one
+interpreter does it all, and its Metaflow imports happen once, off the path of
+the step's first line.
+
+A stop signal (Nomad's kill, forwarded by the bootstrap to the whole process
+group) ends the step; this process ignores it, so that it can still save the
+logs of a killed task, and exits with the step's status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+# mflog's own constants: the log source of task output, and its format version.
+TASK_LOG_SOURCE = b"task"
+MFLOG_VERSION = b"0"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def mflog_line(line: bytes, now: float | None = None) -> bytes:
+    """One line in mflog's structured format: ``[MFLOG|0|<UTC time>Z|task|<id>]line``."""
+    moment = time.time() if now is None else now
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+    stamp += ".%06d" % int((moment % 1) * 1_000_000)
+    line_id = os.urandom(16).hex().encode()
+    return b"[MFLOG|%s|%sZ|%s|%s]%s" % (
+        MFLOG_VERSION,
+        stamp.encode(),
+        TASK_LOG_SOURCE,
+        line_id,
+        line,
+    )
+
+
+class LogFile:
+    """An mflog file that reader threads append to and the uploader reads."""
+
+    def __init__(self, path: str, echo):
+        self.path = path
+        self._echo = echo
+        self._lock = threading.Lock()
+        self.changed = threading.Event()
+
+    def copy_lines(self, pipe) -> None:
+        """Until EOF: each line from ``pipe`` to the file (decorated) and to ``echo``."""
+        with open(self.path, "ab", buffering=0) as out:
+            for line in iter(pipe.readline, b""):
+                with self._lock:
+                    out.write(mflog_line(line))
+                self._echo.write(line)
+                self._echo.flush()
+                self.changed.set()
+
+    def read(self) -> bytes:
+        with self._lock:
+            try:
+                with open(self.path, "rb") as handle:
+                    return handle.read()
+            except FileNotFoundError:
+                return b""
+
+
+class Uploader:
+    """Saves both mflog files to the task's datastore, as ``save_logs`` would."""
+
+    def __init__(self, files: dict[str, LogFile]):
+        self._files = files
+        self._task_datastore = None
+
+    def upload(self) -> None:
+        try:
+            data = {stream: log.read() for stream, log in self._files.items()}
+            self._datastore().save_logs("task", data)
+        except Exception as exc:
+            sys.stderr.write(f"[metaflow-nomad] could not save the task's logs: {exc!r}\n")
+
+    def _datastore(self):
+        if self._task_datastore is None:
+            from metaflow.datastore import FlowDataStore
+            from metaflow.plugins import DATASTORES
+
+            flow_name, run_id, step_name, task_id = os.environ["MF_PATHSPEC"].split("/")
+            kind = os.environ["MF_DATASTORE"]
+            storage = next(d for d in DATASTORES if kind == d.TYPE)
+            root = os.environ.get("MF_DATASTORE_ROOT") or storage.get_datastore_root_from_config(
+                lambda *args, **kwargs: None
+            )
+            flow_datastore = FlowDataStore(flow_name, None, storage_impl=storage, ds_root=root)
+            self._task_datastore = flow_datastore.get_task_datastore(
+                run_id, step_name, task_id, int(os.environ["MF_ATTEMPT"]), mode="w"
+            )
+        return self._task_datastore
+
+
+def upload_delay(elapsed: float) -> float:
+    """How long to wait between uploads: every 0.25 s for the first ten minutes (so
+    lines stream), then backing off linearly to every 30 s from the first hour."""
+    if elapsed < 600:
+        return 0.25
+    return min(30.0, 0.25 + (elapsed - 600) / 3000 * 29.75)
+
+
+def _restore_stop_signals() -> None:
+    """In the step: the default handlers, so that the forwarded signal ends it."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def run(argv: list[str]) -> int:
+    """Run the step ``argv`` with its output captured; return its exit status."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    step = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_restore_stop_signals,
+    )
+    files = {
+        "stdout": LogFile(os.environ["MFLOG_STDOUT"], sys.stdout.buffer),
+        "stderr": LogFile(os.environ["MFLOG_STDERR"], sys.stderr.buffer),
+    }
+    readers = [
+        threading.Thread(target=files["stdout"].copy_lines, args=(step.stdout,), daemon=True),
+        threading.Thread(target=files["stderr"].copy_lines, args=(step.stderr,), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    uploader = Uploader(files)
+    started = time.monotonic()
+    uploader.upload()  # the bootstrap's own lines ("Task is starting.") go up at once
+    while step.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            step.wait(upload_delay(time.monotonic() - started))
+        if any(log.changed.is_set() for log in files.values()):
+            for log in files.values():
+                log.changed.clear()
+            uploader.upload()
+    for reader in readers:
+        reader.join()
+    uploader.upload()
+    code = step.returncode
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
