@@ -21,6 +21,9 @@ from typing import Any
 
 # Set in every task's environment: "this process runs inside a Nomad task".
 WORKLOAD_ENV = "METAFLOW_NOMAD_WORKLOAD"
+# Set in a deployed flow's runner: the version of the deployment's step jobs that
+# its launchers dispatch (instead of rendering and registering a job per task).
+STEP_JOBS_ENV = "METAFLOW_NOMAD_STEP_JOBS"
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,22 @@ def _id_part(value: str, limit: int) -> str:
     return _ID_UNSAFE.sub("-", value.lower()).strip("-")[:limit] or "x"
 
 
+def flow_job_prefix(flow_name: str) -> str:
+    """Every job of a flow starts with this: its tasks' jobs, and the step jobs a
+    deployment registers (whose dispatched children are named after them)."""
+    return f"mf-{_id_part(flow_name, 40)}-"
+
+
+def deployed_step_job_id(flow_name: str, generation: str, step_name: str) -> str:
+    """The parameterized job a deployment registers for a step (one per version of
+    the deployment's step jobs); its runs dispatch it once per task attempt."""
+    return f"{flow_job_prefix(flow_name)}d{generation}-{_id_part(step_name, 40)}"
+
+
 def run_job_prefix(flow_name: str, run_id: str) -> str:
-    """Every job of a run starts with this; `nomad list/kill --run-id` rely on it."""
-    return f"mf-{_id_part(flow_name, 40)}-{_id_part(run_id, 40)}-"
+    """Every job a run registers starts with this (a deployed run's tasks are
+    dispatched children of its deployment's step jobs, and found by their Meta)."""
+    return f"{flow_job_prefix(flow_name)}{_id_part(run_id, 40)}-"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import pytest
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
+from tests.support.deploy import deploy_cluster  # noqa: F401 - fixture
 from tests.support.docker import docker_agent, docker_engine  # noqa: F401 - fixtures
 from tests.support.flows import FlowRun, agent_path_env, flow_overrides
 from tests.support.flows import run_flow as run_flow_in

@@ -34,6 +34,7 @@ from metaflow_nomad.api.diagnosis import (
     one_line,
     unreachable_message,
 )
+from metaflow_nomad.api.task_api import is_unix_address
 from metaflow_nomad.api.transport import requester
 from metaflow_nomad.errors import (
     NomadClientError,
@@ -152,6 +153,16 @@ class NomadClient:
         return NomadClientError(message, status, detail)
 
     def _explain_denied(self, namespace: str | None) -> str:
+        if is_unix_address(self.settings.address):
+            namespace = namespace or self.settings.namespace or "default"
+            return (
+                f"This task's workload identity is not allowed to do this in namespace "
+                f"'{namespace}'. A deployed flow's runner needs its ACL policy bound to its "
+                "runner job: `python FLOW.py nomad-workflows policy` prints the policy and "
+                "the `nomad acl policy apply` command. (Nomad also stops accepting the "
+                "identity as soon as the task's allocation is being stopped.)"
+            )
+
         def own_token() -> dict:
             self.request_count += 1
             return self._api._request(
@@ -204,6 +215,31 @@ class NomadClient:
         params = {"purge": "true"} if purge else {}
         params.update(_ns(namespace or self.settings.namespace))
         return self._call("delete", "job/" + _quote(job_id), params=params, timeout=timeout).json()
+
+    def dispatch(
+        self,
+        job_id: str,
+        meta: dict[str, str],
+        namespace: str | None = None,
+        idempotency_token: str | None = None,
+    ) -> str:
+        """Dispatch a parameterized job; returns the dispatched child's ID.
+
+        Retried on transient failures only with an ``idempotency_token``: Nomad then
+        answers a repeated dispatch with the child the first one made, where a
+        plain retry of a dispatch whose answer was lost would start a second one.
+        """
+        body: dict[str, Any] = {"Meta": meta}
+        if idempotency_token:
+            body["IdempotencyToken"] = idempotency_token
+        answer = self._call(
+            "post",
+            f"job/{_quote(job_id)}/dispatch",
+            params=_ns(namespace),
+            json=body,
+            retry=bool(idempotency_token),
+        ).json()
+        return answer["DispatchedJobID"]
 
     def job(self, job_id: str, namespace: str | None = None) -> dict | None:
         try:

@@ -32,6 +32,11 @@ PERMANENT_500_MARKERS = (
     "No path to region",
     "nonexistent namespace",
     "nonexistent node pool",
+    # Dispatch and periodic-launch refusals: the request, not the server, is wrong.
+    "unpermitted metadata keys",
+    "required meta keys",
+    "is not a parameterized job",
+    "non-tracked job",
 )
 
 

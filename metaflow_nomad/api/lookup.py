@@ -1,13 +1,13 @@
 """Find and stop the Nomad jobs of Metaflow runs (``nomad list``, ``nomad kill``,
 and the launcher's no-orphans backstop).
 
-Jobs are found by their predictable ID prefix and confirmed by their ``Meta``;
-they are stopped by exact ID only, so a prefix can never reach someone else's job.
+Jobs are found by their flow's ID prefix and selected by their ``Meta`` (run,
+user), server-side; they are stopped by exact ID only, so a prefix can never
+reach someone else's job.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from metaflow_nomad.api.client import NomadClient
@@ -18,7 +18,7 @@ from metaflow_nomad.model import (
     META_RUN_ID,
     META_USER,
     JobIdentity,
-    run_job_prefix,
+    flow_job_prefix,
 )
 
 ACTIVE_STATUSES = ("pending", "running")
@@ -41,8 +41,12 @@ def find_jobs(
     prefix: str | None = None,
     include_dead: bool = False,
 ) -> list[dict]:
-    """Jobs of this flow (optionally one run / one user / one ID prefix), newest first."""
-    search_prefix = prefix or (run_job_prefix(flow_name, run_id) if run_id else "mf-")
+    """Jobs of this flow (optionally one run / one user / one ID prefix), newest first.
+
+    The run and the user are matched on the jobs' Meta, server-side: a deployed
+    run's tasks are dispatched children whose IDs do not carry the run id.
+    """
+    search_prefix = prefix or flow_job_prefix(flow_name)
     clauses = [f'Meta["{META_FLOW_NAME}"] == "{_bexpr(flow_name)}"']
     if run_id:
         clauses.append(f'Meta["{META_RUN_ID}"] == "{_bexpr(run_id)}"')
@@ -86,24 +90,20 @@ def stop_run_jobs(flow_name: str, run_id: str, echo: Callable[[str], None]) -> i
 def stop_previous_attempts(
     client: NomadClient,
     identity: JobIdentity,
-    namespace: str | None,
     echo: Callable[[str], None],
 ) -> int:
     """Before a retry, stop earlier attempts' jobs that are still active.
 
     An attempt's launcher that was SIGKILLed (or OOM-killed) cannot stop its job,
-    and the runtime retries at once.  The earlier jobs are found by their exact ID
-    and stopped only if their Meta says they are this very task.
+    and the runtime retries at once.  The earlier jobs are found by their Meta:
+    this very task of this run, an earlier attempt.
     """
     stopped = 0
-    for attempt in range(identity.attempt):
-        job_id = dataclasses.replace(identity, attempt=attempt).job_id
-        job = client.job(job_id, namespace=namespace)
-        if job is None or job.get("Stop") or job.get("Status") not in ACTIVE_STATUSES:
+    for job in find_jobs(client, identity.flow_name, identity.run_id):
+        other = JobIdentity.from_meta(job.get("Meta"))
+        if job.get("Stop") or not identity.same_task(other) or other.attempt >= identity.attempt:
             continue
-        if not identity.same_task(JobIdentity.from_meta(job.get("Meta"))):
-            continue
-        client.deregister(job_id, namespace=job.get("Namespace"))
+        client.deregister(job["ID"], namespace=job.get("Namespace"))
         stopped += 1
-        echo(f"Stopped Nomad job {job_id} (a previous attempt whose launcher died).")
+        echo(f"Stopped Nomad job {job['ID']} (a previous attempt whose launcher died).")
     return stopped

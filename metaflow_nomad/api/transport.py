@@ -13,6 +13,12 @@ from nomad.api.base import Requester
 from requests.adapters import HTTPAdapter
 
 from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.api.task_api import (
+    SOCKET_BASE_URL,
+    UnixSocketAdapter,
+    is_unix_address,
+    socket_path,
+)
 
 
 class _ServerNameAdapter(HTTPAdapter):
@@ -41,10 +47,16 @@ def requester(settings: ConnectionSettings, timeout: float) -> Requester:
     if settings.client_cert and settings.client_key:
         cert = (settings.client_cert, settings.client_key)
     session = requests.Session()
-    if settings.tls_server_name:
+    address = settings.address.rstrip("/")
+    if is_unix_address(address):
+        # The Task API socket: plain HTTP to the local agent, authenticated by the
+        # workload identity in the token.
+        session.mount(SOCKET_BASE_URL + "/", UnixSocketAdapter(socket_path(address)))
+        address = SOCKET_BASE_URL
+    elif settings.tls_server_name:
         session.mount("https://", _ServerNameAdapter(settings.tls_server_name))
     return Requester(
-        address=settings.address.rstrip("/"),
+        address=address,
         token=settings.token,
         region=settings.region,
         namespace=settings.namespace,

@@ -26,7 +26,7 @@ from metaflow_nomad.model import (
     META_TEMPLATE_VERSION,
     task_meta_env,
 )
-from metaflow_nomad.plugin.packaging import shipped_modules
+from metaflow_nomad.plugin.packaging import project_file, shipped_modules
 from metaflow_nomad.plugin.step_settings import (
     check_step,
     conda_environment_problem,
@@ -144,11 +144,14 @@ class NomadDecorator(StepDecorator):
 
     def add_to_package(self):
         # The task on Nomad imports this decorator; ship the library in the code
-        # package so images need no metaflow-nomad install.
+        # package so images need no metaflow-nomad install.  A deployed run also
+        # resolves its steps' settings from the package: ship the project file.
         from metaflow.packaging_sys import ContentType
 
         for path, arcname in shipped_modules():
             yield path, arcname, ContentType.CODE_CONTENT
+        for path, arcname in project_file(flow_directory()):
+            yield path, arcname, ContentType.USER_CONTENT
 
     def runtime_init(self, flow, graph, package, run_id):
         settings = self.settings  # raises the step's setting error before any launch

@@ -19,3 +19,16 @@ def shipped_modules() -> list[tuple[str, str]]:
             continue
         shipped.append((str(path), f"metaflow_nomad/{relative.as_posix()}"))
     return shipped
+
+
+def project_file(flow_dir: str) -> list[tuple[str, str]]:
+    """The project file that applies to the flow, at the package's root.
+
+    A deployed run resolves its steps' settings on a Nomad node, from the code
+    package (the namespace it dispatches them in, their resources): it must see
+    the ``metaflow_nomad.yaml`` the launcher saw, even one in a parent directory.
+    """
+    from metaflow_nomad.plugin.step_settings import PROJECT_FILE, find_project_file
+
+    found = find_project_file(flow_dir)
+    return [] if found is None else [(str(found), PROJECT_FILE)]

@@ -8,6 +8,7 @@ Metaflow's objects (datastore, metadata, graph) to it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import NoReturn
@@ -17,6 +18,7 @@ from metaflow._vendor import click
 from metaflow.exception import METAFLOW_EXIT_DISALLOW_RETRY
 from metaflow.mflog import TASK_LOG_SOURCE
 
+from metaflow_nomad.config import STEP_JOBS_ENV
 from metaflow_nomad.errors import NomadClientError, NomadException, NomadJobKilled
 from metaflow_nomad.plugin.step_options import step_options
 
@@ -61,19 +63,28 @@ def step(
     client = default_client()
     if identity.attempt:
         _prepare_retry(client, identity, settings, ctx.obj.graph[step_name], echo)
+    step_jobs = os.environ.get(STEP_JOBS_ENV)
+    rendered = dispatched = None
     try:
         if num_parallel:
             raise NomadException("@parallel is not supported with @nomad yet.")
-        settings, rendered = prepare_job(invocation, client.settings)
+        if step_jobs:
+            dispatched = _dispatch_request(invocation, step_jobs)
+        else:
+            settings, rendered = prepare_job(invocation, client.settings)
     except (NomadException, OSError) as exc:
         _give_up(echo, exc)
-    if invocation.metadata_snapshot is not None:
+    if invocation.metadata_snapshot is not None and not dispatched:
         from metaflow_nomad.render.metadata_snapshot import save_snapshot
 
         save_snapshot(ctx.obj.flow_datastore, invocation.metadata_snapshot)
     with TaskLauncher(client, rendered, settings, echo, echo_log) as launcher:
         try:
-            launcher.submit()
+            if dispatched:
+                parent, meta, token = dispatched
+                launcher.dispatch(parent, meta, settings.nomad_namespace, token)
+            else:
+                launcher.submit()
         except (NomadException, OSError) as exc:
             launcher.abandon(reason="submission failed")
             # Nothing ran, so there is no task metadata to sync back.
@@ -102,6 +113,20 @@ def _give_up(echo, exc: Exception) -> NoReturn:
     sys.exit(METAFLOW_EXIT_DISALLOW_RETRY)
 
 
+def _dispatch_request(invocation, step_jobs: str) -> tuple[str, dict, str]:
+    """In a deployed run: the deployment's step job to dispatch, this attempt's meta,
+    and the idempotency token that names the attempt."""
+    from metaflow_nomad.config import read_config
+    from metaflow_nomad.deploy.step_jobs import dispatch_meta
+    from metaflow_nomad.model import deployed_step_job_id
+    from metaflow_nomad.render.pipeline import build_step_launch
+
+    identity = invocation.identity
+    launch = build_step_launch(invocation, read_config())
+    parent = deployed_step_job_id(identity.flow_name, step_jobs, identity.step_name)
+    return parent, dispatch_meta(identity, launch), identity.job_id
+
+
 def _echoes(obj, label: str):
     """Launcher messages carry the task's label; the task's own log lines do not."""
 
@@ -119,7 +144,7 @@ def _prepare_retry(client, identity, settings, node, echo) -> None:
     from metaflow_nomad.api.lookup import stop_previous_attempts
 
     try:
-        stop_previous_attempts(client, identity, settings.nomad_namespace, echo)
+        stop_previous_attempts(client, identity, echo)
     except NomadClientError as exc:
         echo(f"Could not check the earlier attempts' jobs: {exc}")
     retry_deco = [d for d in node.decorators if d.name == "retry"]

@@ -40,18 +40,27 @@ def load_project_file(flow_dir: str) -> dict:
     Cached: every @nomad step's ``step_init`` asks for it, in every process.
     Callers only read the returned mapping.
     """
+    candidate = find_project_file(flow_dir)
+    if candidate is None:
+        return {}
+    import yaml
+
+    document = yaml.safe_load(candidate.read_text()) or {}
+    if not isinstance(document, dict):
+        raise NomadException(f"{candidate}: expected a mapping at the top level.")
+    return document
+
+
+def find_project_file(flow_dir: str) -> Path | None:
+    """``metaflow_nomad.yaml`` in the flow's directory or the nearest parent (up to
+    the repository's root)."""
     for directory in (Path(flow_dir), *Path(flow_dir).parents):
         candidate = directory / PROJECT_FILE
         if candidate.is_file():
-            import yaml
-
-            document = yaml.safe_load(candidate.read_text()) or {}
-            if not isinstance(document, dict):
-                raise NomadException(f"{candidate}: expected a mapping at the top level.")
-            return document
+            return candidate
         if (directory / ".git").exists():
             break
-    return {}
+    return None
 
 
 def conda_environment_problem(step_name: str, decos, datastore_type: str) -> str | None:

@@ -80,6 +80,21 @@ def task_environment(
         "METAFLOW_RUNTIME_ENVIRONMENT": "nomad",
         WORKLOAD_ENV: "1",
     }
+    env.update(forwarded_metaflow_config(launcher_environ))
+    env["METAFLOW_DEFAULT_DATASTORE"] = datastore_type
+    if datastore_type == "local":
+        env.update(shared_filesystem_env(datastore_root, mc.DATASTORE_SYSROOT_LOCAL))
+    env.update(extra)
+    env.update(user_env)
+    return env
+
+
+def forwarded_metaflow_config(launcher_environ: Mapping[str, str]) -> dict[str, str]:
+    """The launcher's Metaflow settings a remote process needs (datastore, metadata,
+    services, conda and debug switches); never credentials."""
+    from metaflow import metaflow_config as mc
+
+    env: dict[str, str] = {}
     for name in _FORWARDED_CONFIG:
         value = getattr(mc, name, None)
         if value not in (None, ""):
@@ -89,11 +104,6 @@ def task_environment(
     for key, value in config_values():
         if key.startswith(("METAFLOW_CONDA_", "METAFLOW_DEBUG_")):
             env[key] = value
-    env["METAFLOW_DEFAULT_DATASTORE"] = datastore_type
-    if datastore_type == "local":
-        env.update(shared_filesystem_env(datastore_root, mc.DATASTORE_SYSROOT_LOCAL))
-    env.update(extra)
-    env.update(user_env)
     return env
 
 
@@ -140,11 +150,10 @@ def build_task_launch(
     step_expr = f"{CAPTURE} bash -c {shlex.quote(unquote_once(BASH_MFLOG) + '; ' + step)}"
     init_expr = f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}"
     script = (
-        'stop=\nchild=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'
-        '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
+        STOP_SIGNAL_TRAPS + '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
         f"{setup.definitions}"
         f"{init_expr}\n"
-        f"c=$?\n{_forward_stop_signals(step_expr, after_step)}\n"
+        f"c=$?\n{forward_stop_signals(step_expr, after_step)}\n"
         # The capture process saves the logs of a step that ran; the bootstrap's own
         # lines still need saving when the step never started.
         f'[ -n "$child" ] || {BASH_SAVE_LOGS}\nexit $c\n'
@@ -152,7 +161,10 @@ def build_task_launch(
     return TaskLaunch(script=script, env=dict(env))
 
 
-def _forward_stop_signals(step_expr: str, after_step: Sequence[str]) -> str:
+STOP_SIGNAL_TRAPS = 'stop=\nchild=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'
+
+
+def forward_stop_signals(step_expr: str, after_step: Sequence[str] = ()) -> str:
     """Run the step so that Nomad's kill signal reaches it at once.
 
     Nomad signals only the task's main process (this bash), and bash defers a

@@ -134,6 +134,7 @@ def build_template_context(
             "user": identity.user,
         },
         "values": dict(values or {}),
+        "dispatch": None,
         "template_api": TEMPLATE_API_VERSION,
     }
 

@@ -19,7 +19,7 @@ from metaflow import util
 from metaflow_nomad.api.connection import ConnectionSettings, task_tls_material
 from metaflow_nomad.config import flow_directory, read_config
 from metaflow_nomad.errors import NomadException
-from metaflow_nomad.model import JobIdentity
+from metaflow_nomad.model import JobIdentity, TaskLaunch
 from metaflow_nomad.render.bootstrap import build_task_launch, task_environment
 from metaflow_nomad.render.command_line import split_input_paths, step_command_line
 from metaflow_nomad.render.jobspec import RenderedJob, render_jobspec
@@ -115,6 +115,13 @@ def prepare_job(
     return settings, render_step_job(invocation, settings, config, tls, values)
 
 
+def task_settings(settings: StepSettings, datastore) -> StepSettings:
+    """The settings a step's job is rendered with, given where its datastore is."""
+    if datastore.TYPE == "local" and settings.docker is not None:
+        return with_shared_datastore(settings, datastore.datastore_root)
+    return settings
+
+
 def with_shared_datastore(settings: StepSettings, root: str) -> StepSettings:
     """A docker task sees nothing of its node's filesystem: with the local datastore
     on a shared filesystem, bind-mount its root at the same path, as raw_exec and
@@ -134,6 +141,20 @@ def render_step_job(
     values: Mapping[str, Any] | None = None,
 ) -> RenderedJob:
     """Build the task's command and env, and render its job."""
+    settings = task_settings(settings, invocation.obj.flow_datastore)
+    return render_jobspec(
+        settings,
+        invocation.identity,
+        build_step_launch(invocation, config),
+        flow_dir=flow_directory(),
+        templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
+        tls=tls,
+        values=values,
+    )
+
+
+def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> TaskLaunch:
+    """What the task runs: its bootstrap script and its environment."""
     obj = invocation.obj
     identity = invocation.identity
     step_options = dict(invocation.step_options)
@@ -148,8 +169,6 @@ def render_step_job(
         step_options,
     )
     datastore = obj.flow_datastore
-    if datastore.TYPE == "local" and settings.docker is not None:
-        settings = with_shared_datastore(settings, datastore.datastore_root)
     env = task_environment(
         identity,
         invocation.code_package,
@@ -162,7 +181,7 @@ def render_step_job(
     task_setup, after_step = metadata_task_commands(
         obj.metadata.TYPE, datastore, identity, invocation.metadata_snapshot
     )
-    launch = build_task_launch(
+    return build_task_launch(
         obj.environment,
         identity,
         step_cli,
@@ -172,13 +191,4 @@ def render_step_job(
         env,
         task_setup,
         after_step,
-    )
-    return render_jobspec(
-        settings,
-        identity,
-        launch,
-        flow_dir=flow_directory(),
-        templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
-        tls=tls,
-        values=values,
     )

@@ -42,12 +42,12 @@ class TaskLogs:
 
 
 class TaskLauncher:
-    """Submit -> wait for placement -> stream -> verdict, for one rendered job."""
+    """Submit (or dispatch) -> wait for placement -> stream -> verdict, for one job."""
 
     def __init__(
         self,
         client,
-        rendered: RenderedJob,
+        rendered: RenderedJob | None,
         settings: StepSettings,
         echo: Echo,
         echo_log: Callable[..., None],
@@ -61,6 +61,7 @@ class TaskLauncher:
         self._clock = clock
         self._guard = JobGuard(client, echo)
         self._namespace: str | None = None
+        self._job_id: str | None = rendered.job_id if rendered is not None else None
 
     def __enter__(self) -> TaskLauncher:
         self._guard.__enter__()
@@ -80,6 +81,19 @@ class TaskLauncher:
         self._namespace = job.get("Namespace")
         self._guard.watch(self._rendered.job_id, self._namespace)
         self._client.register(job, source=self._rendered.hcl)
+
+    def dispatch(
+        self, parent_job_id: str, meta: dict[str, str], namespace: str | None, token: str
+    ) -> None:
+        """Dispatch a deployed flow's step job for this attempt (its ids and script in
+        ``meta``; ``token`` makes a retried dispatch return the same child); the
+        dispatched child is the job followed and guarded from here on."""
+        s = self._settings
+        self._echo(f"Dispatching step job {parent_job_id} ({s.driver}, {s.describe_resources()}).")
+        self._namespace = namespace
+        self._job_id = self._client.dispatch(parent_job_id, meta, namespace, token)
+        self._guard.watch(self._job_id, namespace)
+        self._echo(f"Dispatched job {self._job_id}.")
 
     def abandon(self, reason: str) -> None:
         """Make sure the job is gone after a failed submission: usually nothing was
@@ -121,7 +135,7 @@ class TaskLauncher:
             raise NomadJobFailed(
                 f"The task ran past its time limit of {run_time_limit}s (@timeout) and did "
                 f"not stop itself within {grace:g}s more, so the launcher stopped job "
-                f"{self._rendered.job_id}."
+                f"{self._job_id}."
             )
         self._give_verdict(tracker.outcome(), tracker.final_report, streamed)
 
@@ -134,7 +148,7 @@ class TaskLauncher:
             placement += f", region={s.region}"
         return JobTracker(
             self._client,
-            self._rendered.job_id,
+            self._job_id,
             TASK_NAME,
             self._echo,
             namespace=self._namespace,
@@ -148,13 +162,13 @@ class TaskLauncher:
         self._guard.stop(reason="pending timeout")
         raise NomadJobFailed(
             f"The task was still pending after {self._settings.pending_timeout:g}s "
-            f"(pending_timeout), so job {self._rendered.job_id} was stopped: {reason}"
+            f"(pending_timeout), so job {self._job_id} was stopped: {reason}"
         )
 
     def _give_verdict(
         self, outcome: TaskOutcome, final_report: str | None, streamed: StreamedLines
     ) -> None:
-        job_id = self._rendered.job_id
+        job_id = self._job_id
         if outcome.stopped_from_outside:
             # Nomad already stopped it; one line says so (the task's interrupt
             # tracebacks were held back and stay in `logs`).
@@ -182,8 +196,9 @@ class TaskLauncher:
             if setup:
                 # The bootstrap said why and what to check: that is the advice.
                 reason, advice = f"{reason}: {setup.rstrip('.')}", ""
+        allocation = (outcome.alloc_id or "-")[:8]
         raise NomadJobFailed(
-            f"Step failed on Nomad (job {job_id}, allocation {(outcome.alloc_id or '-')[:8]}): "
+            f"Step failed on Nomad (job {self._job_id}, allocation {allocation}): "
             f"{reason}.{_held_back(streamed)}{advice}"
         )
 

@@ -266,8 +266,8 @@ TEMPLATE_CASES = [
         "{% block taskextra %}{% endblock %}\n",
         "{dir}/block.nomad.hcl.j2:3: block 'taskextra' does not exist in "
         "'metaflow_nomad/v1/plain.nomad.hcl.j2', so it would be ignored. Blocks you can replace: "
-        "constraints, devices, docker_options, driver_extra, env, extra_groups, extra_tasks, "
-        "group_extra, job_placement, resources, task_config, task_extra.",
+        "constraints, devices, dispatch, docker_options, driver_extra, env, extra_groups, "
+        "extra_tasks, group_extra, job_placement, resources, task_config, task_extra.",
     ),
     (
         "version.nomad.hcl.j2",

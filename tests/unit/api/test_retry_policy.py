@@ -125,3 +125,16 @@ def test_retry_false_gives_up_after_one_attempt():
     with pytest.raises(NomadClientError):
         _client(transport, clock).leader()
     assert transport.calls == 1 and clock.slept == []
+
+
+def test_a_dispatch_is_retried_only_when_it_carries_an_idempotency_token():
+    answer = (200, '{"DispatchedJobID": "step/dispatch-1-a"}')
+    retried = ScriptedTransport((503, "No cluster leader"), answer)
+    assert _client(retried, FakeClock()).dispatch("step", {}, None, "run-1-attempt-0") == (
+        "step/dispatch-1-a"
+    )
+    assert retried.calls == 2
+    once = ScriptedTransport((503, "No cluster leader"), answer)
+    with pytest.raises(NomadClientError):
+        _client(once, FakeClock()).dispatch("step", {})
+    assert once.calls == 1

@@ -1,0 +1,1 @@
+"""Deployed flows: runner jobs, their runs and their life cycle."""

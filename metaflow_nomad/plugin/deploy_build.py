@@ -1,0 +1,255 @@
+"""What ``create`` and ``render`` build: the flow prepared for Nomad, the code
+package, and the runner jobs of the deployment (nothing is sent from here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from metaflow import decorators
+from metaflow.util import get_username
+
+from metaflow_nomad.config import SETTING_SPECS, STEP_JOBS_ENV, read_config
+from metaflow_nomad.deploy.naming import schedule_job_id
+from metaflow_nomad.deploy.parameters import (
+    flow_parameter_names,
+    parameter_info,
+    unschedulable_parameter,
+)
+from metaflow_nomad.deploy.runner_job import (
+    DISPATCH,
+    META_DEPLOYMENT,
+    META_OWNER,
+    META_PARAMETERS,
+    META_PRODUCTION_TOKEN,
+    META_RUNNER_KIND,
+    SCHEDULE,
+    RunnerJob,
+    RunnerTrigger,
+    runner_launch,
+)
+from metaflow_nomad.deploy.schedule import flow_schedule
+from metaflow_nomad.errors import NomadException
+from metaflow_nomad.model import META_FLOW_NAME
+from metaflow_nomad.plugin.deploy_context import Deployment
+from metaflow_nomad.render.bootstrap import forwarded_metaflow_config
+from metaflow_nomad.render.pipeline import find_nomad_decorator, task_settings
+from metaflow_nomad.settings import StepSettings
+
+# Launcher settings a runner must not inherit: it reaches Nomad through the Task
+# API, and a project template directory is shipped in the code package instead.
+NOT_FORWARDED = {s.config_name for s in SETTING_SPECS if s.kind == "connection"} | {
+    "NOMAD_TEMPLATES_DIR"
+}
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """The ``create``/``render`` options that shape the runner jobs."""
+
+    settings: StepSettings
+    max_workers: int
+    tags: Sequence[str]
+    template: str | None
+
+    def __post_init__(self):
+        if self.max_workers < 1:
+            raise NomadException(
+                f"--max-workers {self.max_workers} is not valid: give the number of tasks a "
+                "run may run at once, 1 or more."
+            )
+
+
+def prepare_flow(obj) -> None:
+    """Put every step on Nomad, as Argo Workflows puts every step on Kubernetes, and
+    check each step's settings now: a bad value must fail before anything is sent."""
+    decorators._attach_decorators(obj.flow, ["nomad"])
+    decorators._process_late_attached_decorator(
+        ["nomad"], obj.flow, obj.graph, obj.environment, obj.flow_datastore, obj.logger
+    )
+    obj.graph = obj.flow._graph
+    for node in obj.graph:
+        find_nomad_decorator(obj.flow, node.name).settings  # noqa: B018 - raises its error
+    check_storage(obj.flow_datastore.TYPE, obj.metadata.TYPE)
+
+
+def check_storage(datastore_type: str, metadata_type: str) -> None:
+    """Deployed runs write from Nomad nodes; the client must be able to read them.
+
+    The local datastore with a shared filesystem (checked per step by @nomad) keeps
+    local metadata next to it.  With a remote datastore, local metadata would stay
+    on the node that ran the runner: the metadata service is needed, as for Argo.
+    """
+    if metadata_type == "local" and datastore_type != "local":
+        raise NomadException(
+            "A deployed run records its metadata on the Nomad node that runs it. With "
+            f"--datastore={datastore_type} and local metadata nobody else could read it: "
+            "use Metaflow's metadata service (METAFLOW_DEFAULT_METADATA=service and "
+            "METAFLOW_SERVICE_URL)."
+        )
+
+
+def save_code_package(obj) -> dict[str, str]:
+    """Package the flow (with the library, project file and templates) into the datastore."""
+    from metaflow.metaflow_config import FEAT_ALWAYS_UPLOAD_CODE_PACKAGE
+    from metaflow.package import MetaflowPackage
+
+    package = MetaflowPackage(
+        obj.flow,
+        obj.environment,
+        obj.echo,
+        suffixes=obj.package_suffixes,
+        flow_datastore=obj.flow_datastore if FEAT_ALWAYS_UPLOAD_CODE_PACKAGE else None,
+    )
+    if FEAT_ALWAYS_UPLOAD_CODE_PACKAGE:
+        url, sha = package.package_url(), package.package_sha()
+    else:
+        url, sha = obj.flow_datastore.save_data([package.blob], len_hint=1)[0]
+    return {"url": url, "sha": sha, "metadata": package.package_metadata}
+
+
+def runner_argv(obj, deployment: Deployment, options: RunnerOptions) -> list[str]:
+    """``flow.py <top-level options> nomad-workflows [--name] runner ...`` as the runner runs it."""
+    datastore = obj.flow_datastore
+    top = [
+        os.path.basename(sys.argv[0]),
+        "--no-pylint",
+        f"--metadata={obj.metadata.TYPE}",
+        f"--environment={obj.environment.TYPE}",
+        f"--datastore={datastore.TYPE}",
+        f"--datastore-root={datastore.datastore_root}",
+        f"--event-logger={obj.event_logger.TYPE}",
+        f"--monitor={obj.monitor.TYPE}",
+        f"--package-suffixes={','.join(obj.package_suffixes)}",
+    ]
+    for spec in [*obj.tl_decospecs, "nomad"]:
+        top.append(f"--with={spec}")
+    for deco in decorators.flow_decorators(obj.flow):
+        for name, value in deco.get_top_level_options():
+            if value is True:
+                top.append(f"--{name}")
+            elif value not in (None, False):
+                top.append(f"--{name}={value}")
+    group = ["nomad-workflows"]
+    if deployment.given_name:
+        group.append(f"--name={deployment.given_name}")
+    runner = ["runner", f"--max-workers={options.max_workers}"]
+    runner += [f"--tag={tag}" for tag in options.tags]
+    return top + group + runner
+
+
+def render_steps(obj, deployment: Deployment, connection, values: Mapping | None):
+    """Every step's parameterized job (see ``deploy.step_jobs``) and their version."""
+    from metaflow_nomad.api.connection import task_tls_material
+    from metaflow_nomad.config import flow_directory
+    from metaflow_nomad.deploy.step_jobs import render_step_jobs
+
+    config = read_config()
+    steps = {
+        node.name: task_settings(
+            find_nomad_decorator(obj.flow, node.name).settings, obj.flow_datastore
+        )
+        for node in obj.graph
+    }
+    return render_step_jobs(
+        obj.flow.name,
+        deployment.name,
+        steps,
+        lambda settings: task_tls_material(
+            connection, config.get("NOMAD_TASK_TLS_DIR"), settings.driver
+        ),
+        dict(values or {}),
+        flow_directory(),
+        config.get("NOMAD_TEMPLATES_DIR"),
+    )
+
+
+def runner_env(obj, token: str, step_jobs: str) -> dict[str, str]:
+    """The runner's environment: Metaflow's settings for the datastore and services,
+    the flow-wide METAFLOW_NOMAD_* settings its steps are launched with, and who
+    the runs belong to.  No credential: the runner's only one is its identity."""
+    env = forwarded_metaflow_config(os.environ)
+    for name, value in read_config().items():
+        if name not in NOT_FORWARDED:
+            env["METAFLOW_" + name] = value
+    env.update(
+        {
+            "METAFLOW_DEFAULT_DATASTORE": obj.flow_datastore.TYPE,
+            "METAFLOW_DEFAULT_METADATA": obj.metadata.TYPE,
+            "METAFLOW_USER": get_username(),
+            "METAFLOW_PRODUCTION_TOKEN": token,
+            STEP_JOBS_ENV: step_jobs,
+        }
+    )
+    return env
+
+
+def runner_jobs(
+    obj,
+    deployment: Deployment,
+    options: RunnerOptions,
+    code_package: Mapping[str, str],
+    token: str,
+    step_jobs: str,
+    values: Mapping | None = None,
+) -> list[RunnerJob]:
+    """The parameterized runner job, and the periodic one if the flow has ``@schedule``."""
+    launch = runner_launch(
+        obj.environment,
+        code_package,
+        obj.flow_datastore.TYPE,
+        read_config().get("NOMAD_PYTHON") or "python",
+        runner_argv(obj, deployment, options),
+        runner_env(obj, token, step_jobs),
+    )
+    meta = {
+        META_FLOW_NAME: obj.flow.name,
+        META_DEPLOYMENT: deployment.name,
+        META_OWNER: get_username(),
+        META_PRODUCTION_TOKEN: token,
+        META_PARAMETERS: json.dumps(parameter_info(obj.flow), sort_keys=True),
+        **deployment.project_meta,
+    }
+    described = {
+        "name": deployment.name,
+        "flow_name": obj.flow.name,
+        "project": deployment.project,
+        "branch": deployment.branch,
+        "production": deployment.is_production,
+    }
+    common = {
+        "settings": options.settings,
+        "launch": launch,
+        "deployment": described,
+        "template": options.template,
+        "values": dict(values or {}),
+    }
+    jobs = [
+        RunnerJob(
+            job_id=deployment.name,
+            trigger=RunnerTrigger(DISPATCH, meta_optional=tuple(flow_parameter_names(obj.flow))),
+            meta={**meta, META_RUNNER_KIND: DISPATCH},
+            **common,
+        )
+    ]
+    schedule = flow_schedule(obj.flow)
+    if schedule is not None:
+        missing = unschedulable_parameter(obj.flow)
+        if missing:
+            raise NomadException(
+                f"@schedule cannot start {obj.flow.name}: its parameter '{missing}' is "
+                "required and has no default, and a scheduled run is given no parameters. "
+                "Give it a default."
+            )
+        jobs.append(
+            RunnerJob(
+                job_id=schedule_job_id(deployment.name),
+                trigger=RunnerTrigger(SCHEDULE, cron=schedule.cron, time_zone=schedule.time_zone),
+                meta={**meta, META_RUNNER_KIND: SCHEDULE},
+                **common,
+            )
+        )
+    return jobs

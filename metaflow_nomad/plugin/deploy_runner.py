@@ -1,0 +1,109 @@
+"""The commands the runner job runs (hidden; ``create`` writes their command line).
+
+``runner`` works out which run this is (from its Nomad job ID) and whether an
+earlier runner of it was lost, stops what such a runner left behind, and then
+replaces itself with the flow's runtime: ``start-run`` for a first attempt
+(Metaflow's ``run``, with the run id fixed), Metaflow's own ``resume`` for a
+later one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from metaflow import parameters
+from metaflow._vendor import click
+
+from metaflow_nomad.errors import NomadException
+
+
+class NotARunner(NomadException):
+    headline = "Not a runner job"
+
+
+@click.command(hidden=True, help="Run or resume this runner job's run (inside the runner job).")
+@click.option("--max-workers", default=16, type=int)
+@click.option("--tag", "tags", multiple=True)
+@click.pass_obj
+def runner(obj, max_workers, tags):
+    from metaflow_nomad.api.lookup import stop_run_jobs
+    from metaflow_nomad.deploy.attempts import plan_attempt
+    from metaflow_nomad.deploy.naming import run_id_for_runner_job
+    from metaflow_nomad.deploy.parameters import flow_parameter_names, run_options
+
+    job_id = os.environ.get("NOMAD_JOB_ID")
+    if not job_id or "/" not in job_id:
+        raise NotARunner(
+            "`nomad-workflows runner` runs inside a dispatched or periodic runner job. Use "
+            "`nomad-workflows trigger` to start a run."
+        )
+    plan = plan_attempt(obj.flow_datastore, run_id_for_runner_job(job_id), obj.graph.end_step)
+    if plan.already_succeeded:
+        obj.echo(f"Run {plan.origin_run_id} already finished; nothing to resume.")
+        return
+    for earlier in plan.earlier:
+        # A lost runner could not stop its steps' jobs; they would race the resumed ones.
+        stop_run_jobs(obj.flow.name, earlier, echo=obj.echo)
+    top, group = _invocation(sys.argv)
+    common = [f"--max-workers={max_workers}", *(f"--tag={tag}" for tag in tags)]
+    if plan.origin_run_id is None:
+        obj.echo(f"Starting run {plan.run_id} (runner job {job_id}).")
+        argv = [*top, *group, "start-run", f"--run-id={plan.run_id}", *common]
+        argv += run_options(flow_parameter_names(obj.flow), os.environ)
+    else:
+        obj.echo(
+            f"The runner of {plan.origin_run_id} was lost; resuming it as {plan.run_id}, "
+            "reusing the tasks that finished."
+        )
+        argv = [*top, "resume", f"--origin-run-id={plan.origin_run_id}", f"--run-id={plan.run_id}"]
+        argv += common
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-u", *argv])
+
+
+def _invocation(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split this process's command line into the flow's top-level part and the
+    ``nomad-workflows [--name ...]`` part (``create`` wrote both)."""
+    group_at = len(argv) - 1 - argv[::-1].index("nomad-workflows")
+    runner_at = argv.index("runner", group_at)
+    return argv[:group_at], argv[group_at:runner_at]
+
+
+@parameters.add_custom_parameters(deploy_mode=True)
+@click.command(name="start-run", hidden=True, help="Metaflow's `run`, with a given run id.")
+@click.option("--run-id", required=True)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--max-workers", default=16, type=int)
+@click.option("--max-num-splits", default=100, type=int)
+@click.option("--max-log-size", default=10, type=int)
+@click.pass_obj
+def start_run(obj, run_id, tags, max_workers, max_num_splits, max_log_size, **kwargs):
+    from metaflow import current
+    from metaflow.cli_components.run_cmds import before_run
+    from metaflow.runtime import NativeRuntime
+
+    before_run(obj, tags, None)
+    runtime = NativeRuntime(
+        obj.flow,
+        obj.graph,
+        obj.flow_datastore,
+        obj.metadata,
+        obj.environment,
+        obj.package,
+        obj.logger,
+        obj.entrypoint,
+        obj.event_logger,
+        obj.monitor,
+        run_id=run_id,
+        max_workers=max_workers,
+        max_num_splits=max_num_splits,
+        max_log_size=max_log_size * 1024 * 1024,
+    )
+    obj.flow._set_constants(obj.graph, kwargs, obj.config_options)
+    current._update_env({"run_id": runtime.run_id})
+    runtime.print_workflow_info()
+    runtime.persist_constants()
+    with runtime.run_heartbeat():
+        runtime.execute()
