@@ -40,7 +40,7 @@ from metaflow_nomad.model import (
     TlsMaterial,
     deployed_step_job_id,
 )
-from metaflow_nomad.render.bootstrap import INPUT_PATHS_CHUNK
+from metaflow_nomad.render.command_line import INPUT_PATHS_CHUNK
 from metaflow_nomad.render.jobspec import COMMAND_ENV, RenderedJob, build_template_context
 from metaflow_nomad.render.templates import choose_variant, load_template, render_template
 from metaflow_nomad.settings import StepSettings
