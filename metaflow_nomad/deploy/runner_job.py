@@ -32,6 +32,7 @@ from metaflow_nomad.render.jobspec import (
     COMMAND_ENV,
     RenderedJob,
     parse_jobspec,
+    placement_context,
 )
 from metaflow_nomad.render.templates import (
     TEMPLATE_API_VERSION,
@@ -124,12 +125,7 @@ def runner_context(job: RunnerJob, template: LoadedTemplate) -> dict[str, Any]:
     )
     return {
         "job_id": job.job_id,
-        "region": settings.region,
-        "nomad_namespace": settings.nomad_namespace,
-        "node_pool": settings.node_pool,
-        "datacenters": list(settings.datacenters),
-        "priority": settings.priority,
-        "constraints": [dict(c) for c in settings.constraints],
+        **placement_context(settings),
         "meta": meta,
         "trigger": {
             "kind": job.trigger.kind,

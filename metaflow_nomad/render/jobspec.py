@@ -104,12 +104,7 @@ def build_template_context(
         )
     return {
         "job_id": identity.job_id,
-        "region": settings.region,
-        "nomad_namespace": settings.nomad_namespace,
-        "node_pool": settings.node_pool,
-        "datacenters": list(settings.datacenters),
-        "priority": settings.priority,
-        "constraints": [dict(c) for c in settings.constraints],
+        **placement_context(settings),
         "meta": job_meta(identity, template, settings.meta),
         "task_name": TASK_NAME,
         "driver": settings.driver,
@@ -136,6 +131,18 @@ def build_template_context(
         "values": dict(values or {}),
         "dispatch": None,
         "template_api": TEMPLATE_API_VERSION,
+    }
+
+
+def placement_context(settings: StepSettings) -> dict[str, Any]:
+    """Where a job may run: the same template variables for step and runner jobs."""
+    return {
+        "region": settings.region,
+        "nomad_namespace": settings.nomad_namespace,
+        "node_pool": settings.node_pool,
+        "datacenters": list(settings.datacenters),
+        "priority": settings.priority,
+        "constraints": [dict(c) for c in settings.constraints],
     }
 
 

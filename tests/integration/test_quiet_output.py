@@ -128,12 +128,16 @@ def test_a_submission_error_has_no_traceback(run_flow, nomad_client):
     result = run_flow("with_flow.py", "--with", f"nomad:template={template}")
     assert result.returncode != 0
     said = _launcher_lines(result.output, result.run_id, "start", "1")
+    lines = [line.split(")] ", 1)[-1] for line in result.output.splitlines()]
+    # The excerpt marks the rejected rendered line; the headline must name that line
+    # and the template line (4) that produced it.
+    [marked] = [line for line in lines if line.endswith("|       this is = = not hcl")]
+    assert marked.startswith(">")
+    rendered_line = int(marked[1:].split("|")[0])
     assert said == [
         f"Nomad rejected the rendered jobspec: {template}:4: this template line produced "
-        "rendered line 41, which Nomad rejected:",
+        f"rendered line {rendered_line}, which Nomad rejected:",
     ]
-    lines = [line.split(")] ", 1)[-1] for line in result.output.splitlines()]
-    assert ">   41 |       this is = = not hcl" in lines
     assert "Traceback" not in result.output
     assert "This failed task will not be retried." in result.output
     assert not find_jobs(nomad_client, "WithFlow", result.run_id, include_dead=True)
