@@ -26,25 +26,8 @@ import sys
 import threading
 import time
 
-# mflog's own constants: the log source of task output, and its format version.
-TASK_LOG_SOURCE = b"task"
-MFLOG_VERSION = b"0"
+TASK_LOG_SOURCE = "task"  # metaflow.mflog.TASK_LOG_SOURCE
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def mflog_line(line: bytes, now: float | None = None) -> bytes:
-    """One line in mflog's structured format: ``[MFLOG|0|<UTC time>Z|task|<id>]line``."""
-    moment = time.time() if now is None else now
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
-    stamp += ".%06d" % int((moment % 1) * 1_000_000)
-    line_id = os.urandom(16).hex().encode()
-    return b"[MFLOG|%s|%sZ|%s|%s]%s" % (
-        MFLOG_VERSION,
-        stamp.encode(),
-        TASK_LOG_SOURCE,
-        line_id,
-        line,
-    )
 
 
 class LogFile:
@@ -58,10 +41,12 @@ class LogFile:
 
     def copy_lines(self, pipe) -> None:
         """Until EOF: each line from ``pipe`` to the file (decorated) and to ``echo``."""
+        from metaflow.mflog.mflog import decorate
+
         with open(self.path, "ab", buffering=0) as out:
             for line in iter(pipe.readline, b""):
                 with self._lock:
-                    out.write(mflog_line(line))
+                    out.write(decorate(TASK_LOG_SOURCE, line))
                 self._echo.write(line)
                 self._echo.flush()
                 self.changed.set()

@@ -1,27 +1,29 @@
-"""The capture process's line format is the one Metaflow's log readers parse."""
+"""The capture process writes lines Metaflow's log readers parse, and echoes them raw."""
 
 from __future__ import annotations
 
-import calendar
+import io
+import os
 
 from metaflow.mflog.mflog import parse
 
-from metaflow_nomad.task.capture import mflog_line, upload_delay
+from metaflow_nomad.task.capture import LogFile, upload_delay
 
 
-def test_mflog_line_parses_with_metaflows_own_parser():
-    moment = calendar.timegm((2026, 11, 25, 10, 30, 5)) + 0.123456
-    parsed = parse(mflog_line(b"hello \xe2\x9c\x93\n", now=moment))
-    assert parsed is not None
-    assert parsed.logsource == b"task"
-    assert parsed.msg == b"hello \xe2\x9c\x93"  # the parser drops the newline
-    assert parsed.utc_tstamp_str == b"2026-11-25T10:30:05.123456"
-    assert parsed.should_persist is None
-
-
-def test_each_line_gets_its_own_id():
-    first, second = parse(mflog_line(b"a")), parse(mflog_line(b"a"))
-    assert first.id != second.id
+def test_captured_lines_parse_with_metaflows_own_parser_and_are_echoed_raw(tmp_path):
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"hello \xe2\x9c\x93\nsecond\n")
+    os.close(write_end)
+    echo = io.BytesIO()
+    log = LogFile(str(tmp_path / "mflog_stdout"), echo)
+    with os.fdopen(read_end, "rb") as pipe:
+        log.copy_lines(pipe)
+    parsed = [parse(line) for line in log.read().splitlines()]
+    assert [p.msg for p in parsed] == [b"hello \xe2\x9c\x93", b"second"]
+    assert {p.logsource for p in parsed} == {b"task"}
+    assert parsed[0].id != parsed[1].id
+    assert echo.getvalue() == b"hello \xe2\x9c\x93\nsecond\n"
+    assert log.changed.is_set()
 
 
 def test_uploads_are_frequent_at_first_then_back_off_to_thirty_seconds():
