@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from metaflow_nomad.model import TASK_NAME
+from metaflow_nomad.runtime.plan import LAUNCHER_MODULE
 from metaflow_nomad.testing.local_agent import interpreter_path
 
 FLOWS = Path(__file__).resolve().parent / "flows"
@@ -61,7 +62,7 @@ class ProcessRecord:
     """One Metaflow child process of a run, as seen from outside."""
 
     pid: int
-    kind: str  # "trampoline" (nomad step) or "task" (a local `step`)
+    kind: str  # "trampoline" (a @nomad task's launcher) or "task" (a local `step`)
     argv: list[str]
     created: float
     last_seen: float
@@ -75,6 +76,12 @@ class ProcessRecord:
         return None
 
     @property
+    def job_id(self) -> str | None:
+        """A launcher's job: its plan file is named after it."""
+        plans = [arg for arg in self.argv if arg.endswith(".json")]
+        return os.path.basename(plans[0])[: -len(".json")] if plans else None
+
+    @property
     def step_name(self) -> str | None:
         if "step" not in self.argv:
             return None
@@ -83,12 +90,11 @@ class ProcessRecord:
 
 
 def _kind(argv: list[str]) -> str | None:
-    if "step" not in argv:
-        return None
-    index = argv.index("step")
-    if index > 0 and argv[index - 1] == "nomad":
+    """A @nomad task's launcher (the figures keep its old name, trampoline), or a
+    local task's ``step`` process."""
+    if LAUNCHER_MODULE in argv:
         return "trampoline"
-    return "task"
+    return "task" if "step" in argv else None
 
 
 def _start_time(pid: int) -> float:

@@ -149,7 +149,7 @@ class Suite:
         self.metric("local_task_process_s", local_tasks, "s", "a local task process, start to exit")
         self.metric("local_task_cpu_s", local_task_cpu, "s", "CPU of a local task process")
         notes = {
-            "trampoline_to_submit_s": "trampoline start -> Nomad SubmitTime",
+            "trampoline_to_submit_s": "launcher start -> SubmitTime (after planning)",
             "register_to_start_s": "Nomad SubmitTime -> task Started event",
             "trampoline_to_start_s": "trampoline start -> task Started event",
             "task_on_nomad_s": "Started -> Terminated (bootstrap + Metaflow task process)",
@@ -171,9 +171,7 @@ class Suite:
 
     def _task_phases(self, flow: str, run: FlowRun) -> dict[str, list[float]]:
         """Per task: where the time goes, joining kernel process times to Nomad's clock."""
-        trampolines = {
-            (p.step_name, p.option("--task-id")): p for p in run.processes if p.kind == "trampoline"
-        }
+        trampolines = {p.job_id: p for p in run.processes if p.kind == "trampoline"}
         self.trampolines.extend(trampolines.values())
         out: dict[str, list[float]] = {
             k: []
@@ -193,7 +191,7 @@ class Suite:
             out["register_to_start_s"].append(job.started - job.submitted)
             if job.terminated is not None:
                 out["task_on_nomad_s"].append(job.terminated - job.started)
-            tramp = trampolines.get((job.step_name, job.task_id))
+            tramp = trampolines.get(job.job_id)
             if tramp is None:
                 continue
             out["trampoline_to_submit_s"].append(job.submitted - tramp.created)

@@ -1,8 +1,8 @@
-"""metaflow-nomad: run Metaflow steps on HashiCorp Nomad."""
+"""metaflow-nomad: run Metaflow steps on HashiCorp Nomad.
 
-# Metaflow imports our decorator while it initialises itself.  Importing it first
-# means that, whichever of our modules is imported first, Metaflow's plugin loader
-# never meets one of them half-initialised.
-import metaflow  # noqa: F401
+Importing the package loads nothing else: the per-attempt launcher
+(``runtime.attempt``) must stay free of Metaflow.  ``plugin`` (what Metaflow's
+plugin loader imports) loads Metaflow first.
+"""
 
 __version__ = "0.1.0"

@@ -1,15 +1,39 @@
 """Exceptions shown to users.
 
-They derive from MetaflowException when Metaflow is importable, so that the
-Metaflow CLI prints them as a clean headline and message instead of a traceback.
+In a process that has loaded Metaflow they derive from ``MetaflowException``,
+so that Metaflow's CLI prints them as a clean headline and message instead of a
+traceback.  The per-attempt launcher (``runtime.attempt``) never loads Metaflow,
+which is most of why it is small and quick; there they derive from a plain
+exception with the same ``headline``/``message`` interface, and the launcher
+prints them itself.
 """
 
 from __future__ import annotations
 
-from metaflow.exception import MetaflowException
+import sys
 
 
-class NomadException(MetaflowException):
+class _HeadlineException(Exception):
+    """``MetaflowException``'s interface, for a process without Metaflow."""
+
+    headline = "Error"
+
+    def __init__(self, msg: str = "", lineno: int | None = None, source_file: str | None = None):
+        self.message = msg
+        self.line_no = lineno
+        self.source_file = source_file
+        super().__init__(msg)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _exception_base() -> type[Exception]:
+    loaded = sys.modules.get("metaflow.exception")
+    return loaded.MetaflowException if loaded is not None else _HeadlineException
+
+
+class NomadException(_exception_base()):
     headline = "Nomad error"
 
 

@@ -114,6 +114,25 @@ def run_job_prefix(flow_name: str, run_id: str) -> str:
     return f"{flow_job_prefix(flow_name)}{_id_part(run_id, 40)}-"
 
 
+# The task's node name, filled in by Nomad's runtime interpolation: Nomad 1.6 sets
+# no NOMAD_* variable with it, and the task registers it as Metaflow metadata.
+NODE_NAME_ENV = "METAFLOW_NOMAD_NODE_NAME"
+
+# Set in a task whose mflog files are the datastore's own log files (the local
+# datastore on a shared filesystem): the capture process then uploads nothing.
+LOGS_IN_PLACE_ENV = "METAFLOW_NOMAD_LOGS_IN_PLACE"
+
+
+@dataclass(frozen=True)
+class TaskLogs:
+    """Where the task's output lands in the datastore, in mflog's format: the
+    capture process writes (or uploads) there and the launcher tails it."""
+
+    stdout_url: str
+    stderr_url: str
+    datastore_type: str
+
+
 @dataclass(frozen=True)
 class TaskLaunch:
     """What the task runs: a bash script and its environment (values are literal)."""

@@ -73,6 +73,15 @@ class StepSettings:
     docker: DockerOptions | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
+    def describe_placement(self) -> str:
+        """Where the job may be placed, for a pending task's explanation."""
+        words = f"datacenters={list(self.datacenters)}"
+        if self.node_pool:
+            words += f", node_pool={self.node_pool}"
+        if self.region:
+            words += f", region={self.region}"
+        return words
+
     def describe_resources(self) -> str:
         """One line for the user: what the job will request, and from where."""
         parts = [

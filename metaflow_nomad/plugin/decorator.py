@@ -1,8 +1,8 @@
 """The ``@nomad`` step decorator.
 
-This module is imported in all three Metaflow processes (launcher, ``nomad
-step`` trampoline and the task on Nomad), so it imports nothing heavy: Jinja,
-python-nomad and requests are loaded only where a job is rendered or submitted.
+This module is imported in Metaflow's runtime and in the task on Nomad, so it
+imports nothing heavy: Jinja, python-nomad and requests are loaded only where a
+job is rendered or submitted.  The per-attempt launcher does not import it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from metaflow_nomad.model import (
     META_TEMPLATE,
     META_TEMPLATE_SHA256,
     META_TEMPLATE_VERSION,
+    NODE_NAME_ENV,
     task_meta_env,
 )
 from metaflow_nomad.plugin.packaging import project_file, shipped_modules
@@ -92,7 +93,7 @@ class NomadDecorator(StepDecorator):
             return
         # step_init also runs for `show`, `logs`, `nomad list`...: a bad setting must
         # not break those, so the error is kept and raised when a task is launched
-        # (runtime_init, before anything is submitted) or by the trampoline.
+        # (runtime_init, before anything is submitted).
         self._init_error = None
         problem = conda_environment_problem(step, decos, flow_datastore.TYPE)
         if problem:
@@ -158,6 +159,7 @@ class NomadDecorator(StepDecorator):
         settings = self.settings  # raises the step's setting error before any launch
         self._check_cluster(settings)
         self.flow = flow
+        self.graph = graph
         self.package = package
         self.run_id = run_id
 
@@ -202,12 +204,9 @@ class NomadDecorator(StepDecorator):
             )
         # After the user code's retries are spent, @catch's fallback runs locally.
         if retry_count <= max_user_code_retries:
-            cli_args.commands = ["nomad", "step"]
-            cli_args.command_args.extend(
-                [self.package_metadata, self.package_sha, self.package_url]
-            )
-            cli_args.command_options["run-time-limit"] = self.run_time_limit
-            cli_args.entrypoint[0] = sys.executable
+            from metaflow_nomad.plugin.attempt_planning import hand_to_launcher, plan_attempt
+
+            hand_to_launcher(cli_args, plan_attempt(self, cli_args))
 
     def runtime_finished(self, exception):
         """Backstop for the no-orphans rule: stop any job of this run still alive."""
@@ -235,9 +234,9 @@ class NomadDecorator(StepDecorator):
         self.task_datastore = task_datastore
         if WORKLOAD_ENV not in os.environ:
             return
-        # Nomad 1.6 gives a task no variable with its node name (the launcher
-        # registers it); job Meta arrives as NOMAD_META_<KEY>, upper-cased, dots kept.
+        # Job Meta arrives as NOMAD_META_<KEY>, upper-cased, dots kept.
         fields = {
+            "nomad-node-name": os.environ.get(NODE_NAME_ENV),
             "nomad-job-id": os.environ.get("NOMAD_JOB_ID"),
             "nomad-alloc-id": os.environ.get("NOMAD_ALLOC_ID"),
             "nomad-datacenter": os.environ.get("NOMAD_DC"),

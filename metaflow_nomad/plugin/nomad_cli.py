@@ -10,7 +10,6 @@ from metaflow._vendor import click
 from metaflow_nomad.plugin.doctor_command import doctor
 from metaflow_nomad.plugin.jobs_commands import kill, list_jobs
 from metaflow_nomad.plugin.render_command import render
-from metaflow_nomad.plugin.step_command import step
 
 
 @click.group()
@@ -23,5 +22,5 @@ def nomad():
     pass
 
 
-for _command in (step, render, list_jobs, kill, doctor):
+for _command in (render, list_jobs, kill, doctor):
     nomad.add_command(_command)

@@ -1,13 +1,15 @@
 """``python flow.py nomad render STEP``: the jobspec a step would submit, and nothing sent.
 
-It takes the same options as ``nomad step`` and goes through the same
-``prepare_job``; without them it uses placeholder ids and package, which is what
-a human usually wants to see.
+It takes the options of Metaflow's ``step`` command, builds the ``CLIArgs``
+Metaflow's runtime would build for that task, and goes through the same
+``prepare_job`` as the runtime does when it plans an attempt.  Without options
+it uses placeholder ids and package, which is what a human usually wants to see.
 """
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from metaflow._vendor import click
 
@@ -44,24 +46,28 @@ def render(
     from metaflow_nomad.api.lookup import default_client
     from metaflow_nomad.api.preflight import check_reachable
     from metaflow_nomad.render.jobspec import check_offline, parse_jobspec
-    from metaflow_nomad.render.pipeline import StepInvocation, prepare_job
+    from metaflow_nomad.render.pipeline import FlowObjects, StepInvocation, prepare_job
 
     obj = ctx.obj
     settings, values = _settings_override(obj, step_name, values_file)
     kwargs["run_id"] = kwargs["run_id"] or PREVIEW_RUN_ID
     kwargs["task_id"] = kwargs["task_id"] or PREVIEW_TASK_ID
-    invocation = StepInvocation(
-        obj=obj,
-        top_level_params=ctx.parent.parent.params,
-        step_name=step_name,
-        step_options=kwargs,
-        code_package={
-            "url": code_package_url
-            or f"{obj.flow_datastore.datastore_root}/{obj.flow.name}/data/pr/preview-package",
-            "sha": code_package_sha,
-            "metadata": code_package_metadata
-            or json.dumps({"version": 0, "archive_format": "tgz", "mfcontent_version": 1}),
-        },
+    objects = FlowObjects(
+        flow=obj.flow,
+        graph=obj.graph,
+        environment=obj.environment,
+        flow_datastore=obj.flow_datastore,
+        metadata_type=obj.metadata.TYPE,
+    )
+    code_package = {
+        "url": code_package_url
+        or f"{obj.flow_datastore.datastore_root}/{obj.flow.name}/data/pr/preview-package",
+        "sha": code_package_sha,
+        "metadata": code_package_metadata
+        or json.dumps({"version": 0, "archive_format": "tgz", "mfcontent_version": 1}),
+    }
+    invocation = StepInvocation.from_cli_args(
+        runtime_cli_args(obj, step_name, kwargs), objects, code_package
     )
     if offline:
         _, rendered = prepare_job(
@@ -89,6 +95,37 @@ def render(
         err=True,
     )
     _warn_datastore(obj, step_name)
+
+
+def runtime_cli_args(obj, step_name: str, step_options: dict):
+    """The ``CLIArgs`` Metaflow's runtime would build for this task: its own class,
+    given a task with this command's flow objects and ``step`` options, so that
+    the task's command line is the runtime's to the option."""
+    from metaflow.runtime import CLIArgs
+
+    task = SimpleNamespace(
+        entrypoint=[],
+        flow=obj.flow,
+        step=step_name,
+        decos=getattr(obj.flow, step_name).decorators,
+        metadata_type=obj.metadata.TYPE,
+        environment_type=obj.environment.TYPE,
+        datastore_type=obj.flow_datastore.TYPE,
+        event_logger_type=obj.event_logger.TYPE,
+        monitor_type=obj.monitor.TYPE,
+        datastore_sysroot=obj.flow_datastore.datastore_root,
+        run_id=None,
+        task_id=None,
+        input_paths=[],
+        split_index=None,
+        retries=0,
+        user_code_retries=0,
+        tags=[],
+        ubf_context=None,
+    )
+    cli_args = CLIArgs(task)
+    cli_args.command_options = {key.replace("_", "-"): value for key, value in step_options.items()}
+    return cli_args
 
 
 def _warn_datastore(obj, step_name: str) -> None:

@@ -1,5 +1,5 @@
-"""The options of Metaflow's top-level ``step``, shared by ``nomad step`` and
-``nomad render`` so that a render can reproduce a submitted job exactly."""
+"""The options of Metaflow's top-level ``step``, which ``nomad render`` takes so
+that a render can reproduce a submitted job exactly."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from metaflow.mflog import (
 )
 
 from metaflow_nomad.config import WORKLOAD_ENV
-from metaflow_nomad.model import JobIdentity, TaskLaunch
+from metaflow_nomad.model import LOGS_IN_PLACE_ENV, JobIdentity, TaskLaunch, TaskLogs
 from metaflow_nomad.render.code_package import code_package_setup, unquote_once
 from metaflow_nomad.render.shared_filesystem import card_root_link_commands, shared_filesystem_env
 
@@ -117,13 +117,22 @@ def build_task_launch(
     env: Mapping[str, str],
     task_setup: Sequence[str] = (),
     after_step: Sequence[str] = (),
+    logs: TaskLogs | None = None,
 ) -> TaskLaunch:
     """The bash script that bootstraps and runs one Metaflow task, with mflog capture.
 
     ``task_setup`` runs in the task's directory once the package is in place and
     before the step; ``after_step`` once the step (and every process it started)
-    has ended, whatever its outcome.
+    has ended, whatever its outcome.  With the local datastore, ``logs`` names the
+    task's log files in it: every line is written there directly, so nothing is
+    uploaded and no Metaflow interpreter starts for the logs.
     """
+    in_place = logs is not None and datastore_type == "local"
+    stdout_path, stderr_path = (
+        (shlex.quote(logs.stdout_url), shlex.quote(logs.stderr_url))
+        if in_place
+        else (STDOUT_PATH, STDERR_PATH)
+    )
     mflog_expr = export_mflog_env_vars(
         flow_name=identity.flow_name,
         run_id=identity.run_id,
@@ -132,9 +141,12 @@ def build_task_launch(
         retry_count=identity.attempt,
         datastore_type=datastore_type,
         datastore_root=datastore_root if datastore_type == "local" else None,
-        stdout_path=STDOUT_PATH,
-        stderr_path=STDERR_PATH,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
     )
+    logs_dir = f'"$(dirname {stdout_path})"' if in_place else LOGS_DIR
+    if in_place:
+        mflog_expr += f" {LOGS_IN_PLACE_ENV}=1"
     if datastore_type == "local":
         task_setup = [*card_root_link_commands(), *task_setup]
     setup = code_package_setup(environment, code_package, datastore_type, task_setup)
@@ -148,7 +160,7 @@ def build_task_launch(
     ]
     step = " && ".join([*bootstrap, step_cli])
     step_expr = f"{CAPTURE} bash -c {shlex.quote(unquote_once(BASH_MFLOG) + '; ' + step)}"
-    init_expr = f"mkdir -p {LOGS_DIR} && {mflog_expr} && {' && '.join(init_cmds)}"
+    init_expr = f"mkdir -p {logs_dir} && {mflog_expr} && {' && '.join(init_cmds)}"
     script = (
         STOP_SIGNAL_TRAPS + '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
         f"{setup.definitions}"
@@ -156,7 +168,7 @@ def build_task_launch(
         f"c=$?\n{forward_stop_signals(step_expr, after_step)}\n"
         # The capture process saves the logs of a step that ran; the bootstrap's own
         # lines still need saving when the step never started.
-        f'[ -n "$child" ] || {BASH_SAVE_LOGS}\nexit $c\n'
+         + ("" if in_place else f'[ -n "$child" ] || {BASH_SAVE_LOGS}\n') + "exit $c\n"
     )
     return TaskLaunch(script=script, env=dict(env))
 

@@ -42,9 +42,11 @@ def shell_cli_options(params: Mapping[str, Any]) -> Iterable[str]:
     for key, value in params.items():
         if value is None or value is False:
             continue
-        if key in ("config", "config_value", "local_config_file"):
-            # Names only (--config-value NAME kv.NAME), in Metaflow's own form.
-            yield from (shlex.quote(word) for word in dict_to_cli_options({key: value}))
+        if key in ("config", "config_value"):
+            # Names only (--config-value NAME kv.NAME), in Metaflow's own form;
+            # the runtime's CLIArgs holds them as (name, key) pairs.
+            names = dict(value)
+            yield from (shlex.quote(word) for word in dict_to_cli_options({key: names}))
             continue
         flag = "--" + ("with" if key == "decospecs" else key).replace("_", "-")
         for item in value if isinstance(value, (list, tuple, set)) else [value]:

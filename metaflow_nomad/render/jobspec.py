@@ -1,7 +1,8 @@
 """Settings + task launch -> template context -> HCL -> Job JSON.
 
-``render_jobspec`` is the single path used by both ``python flow.py nomad step``
-and ``metaflow-nomad render``, so what ``render`` shows is what a step submits.
+``render_jobspec`` is the single path used by both a run (the runtime plans each
+attempt) and ``metaflow-nomad render``, so what ``render`` shows is what a step
+submits.
 The cluster is the authority on parsing (``POST /v1/jobs/parse``); the offline
 check only proves the HCL is syntactically valid.
 """
@@ -19,12 +20,14 @@ from metaflow_nomad.model import (
     META_TEMPLATE,
     META_TEMPLATE_SHA256,
     META_TEMPLATE_VERSION,
+    NODE_NAME_ENV,
     TASK_NAME,
     JobIdentity,
     TaskLaunch,
     TlsMaterial,
 )
 from metaflow_nomad.render.exact_env import exact_env
+from metaflow_nomad.render.hcl import HclRaw
 from metaflow_nomad.render.template_origins import render_origins
 from metaflow_nomad.render.templates import (
     TEMPLATE_API_VERSION,
@@ -86,6 +89,7 @@ def build_template_context(
     if exports:
         env[EXACT_ENV] = base64.b64encode(exports.encode()).decode()
     env[COMMAND_ENV] = base64.b64encode(launch.script.encode()).decode()
+    env[NODE_NAME_ENV] = HclRaw('"${node.unique.name}"')
     tls_context = None
     if tls is not None:
         tls_context = {

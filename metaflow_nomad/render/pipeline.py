@@ -1,7 +1,7 @@
 """Everything between "a step is about to run" and "here is its rendered job".
 
-Both the trampoline (``nomad step``) and ``metaflow-nomad render`` call
-``prepare_job``, so what ``render`` prints is what a step submits.
+Both the runtime (planning an attempt, ``plugin.attempt_planning``) and
+``render`` call ``prepare_job``, so what ``render`` prints is what a step submits.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from functools import cached_property
 from typing import Any
 
 from metaflow import util
+from metaflow.mflog import TASK_LOG_SOURCE
 
 from metaflow_nomad.api.connection import ConnectionSettings, task_tls_material
 from metaflow_nomad.config import flow_directory, read_config
 from metaflow_nomad.errors import NomadException
-from metaflow_nomad.model import JobIdentity, TaskLaunch
+from metaflow_nomad.model import JobIdentity, TaskLaunch, TaskLogs
 from metaflow_nomad.render.bootstrap import build_task_launch, task_environment
 from metaflow_nomad.render.command_line import split_input_paths, step_command_line
 from metaflow_nomad.render.jobspec import RenderedJob, render_jobspec
@@ -34,24 +35,49 @@ from metaflow_nomad.settings import StepSettings
 
 
 @dataclass(frozen=True)
-class StepInvocation:
-    """One ``step`` command as Metaflow's runtime issues it.
+class FlowObjects:
+    """The Metaflow objects a step's job is built from: the runtime's own, or those
+    of the CLI command that renders it."""
 
-    ``obj`` is Metaflow's CLI context object (flow, graph, environment,
-    datastore); ``top_level_params`` are the flow CLI's own options and
-    ``step_options`` those of the top-level ``step`` command.
+    flow: Any
+    graph: Any
+    environment: Any
+    flow_datastore: Any
+    metadata_type: str
+
+
+@dataclass(frozen=True)
+class StepInvocation:
+    """One task's ``step`` command, as Metaflow's runtime would start it locally.
+
+    ``top_level_options`` and ``step_options`` are those of Metaflow's
+    ``CLIArgs`` (the runtime's, or one ``render`` builds the same way), keyed by
+    the CLI's parameter names; the task runs exactly that command.
     """
 
-    obj: Any
-    top_level_params: Mapping[str, Any]
+    objects: FlowObjects
     step_name: str
+    top_level_options: Mapping[str, Any]
     step_options: Mapping[str, Any]
     code_package: Mapping[str, str]
+
+    @classmethod
+    def from_cli_args(
+        cls, cli_args, objects: FlowObjects, code_package: Mapping[str, str]
+    ) -> StepInvocation:
+        """From the runtime's ``CLIArgs`` for a local ``step`` command."""
+        return cls(
+            objects=objects,
+            step_name=cli_args.command_args[0],
+            top_level_options=_parameter_names(cli_args.top_level_options),
+            step_options=_parameter_names(cli_args.command_options),
+            code_package=code_package,
+        )
 
     @property
     def identity(self) -> JobIdentity:
         return JobIdentity(
-            flow_name=self.obj.flow.name,
+            flow_name=self.objects.flow.name,
             run_id=str(self.step_options["run_id"]),
             step_name=self.step_name,
             task_id=str(self.step_options["task_id"]),
@@ -63,12 +89,37 @@ class StepInvocation:
     def metadata_snapshot(self) -> MetadataSnapshot | None:
         """The flow's local metadata for a task that cannot see it (see metadata_snapshot).
 
-        Built once per invocation: ``render`` shows its key, ``nomad step`` also
-        stores it before submitting.
+        Built once per invocation: ``render`` shows its key, the runtime also
+        stores it before the attempt's job is submitted.
         """
-        if not needs_snapshot(self.obj.metadata.TYPE, self.obj.flow_datastore.TYPE):
+        objects = self.objects
+        if not needs_snapshot(objects.metadata_type, objects.flow_datastore.TYPE):
             return None
-        return build_snapshot(local_metadata_root(), self.obj.flow.name)
+        return build_snapshot(local_metadata_root(), objects.flow.name)
+
+
+def _parameter_names(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``CLIArgs`` spells options as on the command line; click names them."""
+    return {
+        ("decospecs" if key == "with" else key.replace("-", "_")): value
+        for key, value in options.items()
+    }
+
+
+def task_logs(flow_datastore, identity: JobIdentity) -> TaskLogs:
+    """Where the attempt's task writes its mflog output, and the launcher reads it."""
+    task_ds = flow_datastore.get_task_datastore(
+        mode="w",
+        run_id=identity.run_id,
+        step_name=identity.step_name,
+        task_id=identity.task_id,
+        attempt=identity.attempt,
+    )
+    return TaskLogs(
+        stdout_url=task_ds.get_log_location(TASK_LOG_SOURCE, "stdout"),
+        stderr_url=task_ds.get_log_location(TASK_LOG_SOURCE, "stderr"),
+        datastore_type=flow_datastore.TYPE,
+    )
 
 
 def find_nomad_decorator(flow, step_name: str):
@@ -102,12 +153,12 @@ def prepare_job(
     settings: StepSettings | None = None,
     values: Mapping[str, Any] | None = None,
 ) -> tuple[StepSettings, RenderedJob]:
-    """Render the step's job exactly as ``nomad step`` submits it (nothing is sent).
+    """Render the step's job exactly as a run submits it (nothing is sent).
 
     ``settings`` and ``values`` default to what the step's @nomad resolved;
     ``render --values`` passes its own.
     """
-    deco = find_nomad_decorator(invocation.obj.flow, invocation.step_name)
+    deco = find_nomad_decorator(invocation.objects.flow, invocation.step_name)
     settings = settings or deco.settings
     values = deco.project_values if values is None else values
     config = read_config()
@@ -141,7 +192,7 @@ def render_step_job(
     values: Mapping[str, Any] | None = None,
 ) -> RenderedJob:
     """Build the task's command and env, and render its job."""
-    settings = task_settings(settings, invocation.obj.flow_datastore)
+    settings = task_settings(settings, invocation.objects.flow_datastore)
     return render_jobspec(
         settings,
         invocation.identity,
@@ -155,34 +206,34 @@ def render_step_job(
 
 def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> TaskLaunch:
     """What the task runs: its bootstrap script and its environment."""
-    obj = invocation.obj
+    objects = invocation.objects
     identity = invocation.identity
     step_options = dict(invocation.step_options)
     step_options["input_paths"], input_env = split_input_paths(step_options.get("input_paths"))
     step_options.pop("ubf_context", None)
-    executable = obj.environment.executable(identity.step_name, config.get("NOMAD_PYTHON"))
+    executable = objects.environment.executable(identity.step_name, config.get("NOMAD_PYTHON"))
     step_cli = step_command_line(
         executable,
         os.path.basename(sys.argv[0]),
-        invocation.top_level_params,
+        invocation.top_level_options,
         identity.step_name,
         step_options,
     )
-    datastore = obj.flow_datastore
+    datastore = objects.flow_datastore
     env = task_environment(
         identity,
         invocation.code_package,
         datastore.TYPE,
-        step_user_env(obj.graph[identity.step_name]),
+        step_user_env(objects.graph[identity.step_name]),
         input_env,
         os.environ,
         datastore.datastore_root,
     )
     task_setup, after_step = metadata_task_commands(
-        obj.metadata.TYPE, datastore, identity, invocation.metadata_snapshot
+        objects.metadata_type, datastore, identity, invocation.metadata_snapshot
     )
     return build_task_launch(
-        obj.environment,
+        objects.environment,
         identity,
         step_cli,
         invocation.code_package,
@@ -191,4 +242,5 @@ def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> 
         env,
         task_setup,
         after_step,
+        logs=task_logs(datastore, identity),
     )

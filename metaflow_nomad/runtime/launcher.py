@@ -1,21 +1,19 @@
-"""One task attempt on Nomad, from a rendered job to a verdict.
+"""One task attempt on Nomad, from its plan to a verdict.
 
-``TaskLauncher`` submits the job (through the cluster's parser), waits for its
-placement, streams its logs while it runs and turns how it ended into success
-or an exception that Metaflow's runtime understands: ``NomadJobFailed`` is
-retried by ``@retry``, ``NomadJobKilled`` is not.  It owns the no-orphans guard,
-so no path out of it leaves the job running.
+``TaskLauncher`` registers the plan's parsed job (or dispatches a deployed
+step job), waits for its placement, streams its logs while it runs and turns
+how it ended into success or an exception that Metaflow's runtime understands:
+``NomadJobFailed`` is retried by ``@retry``, ``NomadJobKilled`` is not.  It owns
+the no-orphans guard, so no path out of it leaves the job running.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from metaflow_nomad.errors import NomadJobFailed, NomadJobKilled
-from metaflow_nomad.model import TASK_NAME
-from metaflow_nomad.render.jobspec import RenderedJob, parse_jobspec
+from metaflow_nomad.model import TASK_NAME, TaskLogs
 from metaflow_nomad.runtime.guard import JobGuard
 from metaflow_nomad.runtime.logs import (
     StreamedLines,
@@ -26,19 +24,10 @@ from metaflow_nomad.runtime.logs import (
     unseen_raw_lines,
 )
 from metaflow_nomad.runtime.outcome import TaskOutcome
+from metaflow_nomad.runtime.plan import AttemptPlan
 from metaflow_nomad.runtime.tracking import JobTracker
-from metaflow_nomad.settings import StepSettings
 
 Echo = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class TaskLogs:
-    """Where the task's mflog-captured output lands in the datastore."""
-
-    stdout_url: str
-    stderr_url: str
-    datastore_type: str
 
 
 class TaskLauncher:
@@ -47,21 +36,19 @@ class TaskLauncher:
     def __init__(
         self,
         client,
-        rendered: RenderedJob | None,
-        settings: StepSettings,
+        plan: AttemptPlan,
         echo: Echo,
         echo_log: Callable[..., None],
         clock: Callable[[], float] = time.monotonic,
     ):
         self._client = client
-        self._rendered = rendered
-        self._settings = settings
+        self._plan = plan
         self._echo = echo
         self._echo_log = echo_log
         self._clock = clock
         self._guard = JobGuard(client, echo)
-        self._namespace: str | None = None
-        self._job_id: str | None = rendered.job_id if rendered is not None else None
+        self._namespace: str | None = plan.namespace
+        self._job_id: str = plan.job_id
 
     def __enter__(self) -> TaskLauncher:
         self._guard.__enter__()
@@ -70,29 +57,32 @@ class TaskLauncher:
     def __exit__(self, *exc) -> None:
         self._guard.__exit__(*exc)
 
-    def submit(self) -> None:
-        """Parse the job through the cluster, then register it with its HCL source."""
-        job = parse_jobspec(self._rendered, self._client)
-        s = self._settings
-        self._echo(
-            f"Submitting job {self._rendered.job_id} ({s.driver}, {s.describe_resources()}, "
-            f"template {self._rendered.template.name})."
-        )
-        self._namespace = job.get("Namespace")
-        self._guard.watch(self._rendered.job_id, self._namespace)
-        self._client.register(job, source=self._rendered.hcl)
+    def start(self) -> None:
+        """Register the plan's job, or dispatch its deployed step job."""
+        if self._plan.dispatch is not None:
+            self._dispatch()
+        else:
+            self._submit()
 
-    def dispatch(
-        self, parent_job_id: str, meta: dict[str, str], namespace: str | None, token: str
-    ) -> None:
-        """Dispatch a deployed flow's step job for this attempt (its ids and script in
-        ``meta``; ``token`` makes a retried dispatch return the same child); the
-        dispatched child is the job followed and guarded from here on."""
-        s = self._settings
-        self._echo(f"Dispatching step job {parent_job_id} ({s.driver}, {s.describe_resources()}).")
-        self._namespace = namespace
-        self._job_id = self._client.dispatch(parent_job_id, meta, namespace, token)
-        self._guard.watch(self._job_id, namespace)
+    def _submit(self) -> None:
+        """Register the job (parsed by the cluster when it was planned) with its HCL
+        source, so that the Nomad UI and `nomad job inspect` show what was rendered."""
+        plan = self._plan
+        self._echo(
+            f"Submitting job {self._job_id} ({plan.description}, template {plan.template_name})."
+        )
+        self._guard.watch(self._job_id, self._namespace)
+        self._client.register(plan.job, source=plan.hcl)
+
+    def _dispatch(self) -> None:
+        """Dispatch a deployed flow's step job for this attempt; the dispatched child
+        is the job followed and guarded from here on."""
+        dispatch = self._plan.dispatch
+        self._echo(f"Dispatching step job {dispatch.parent_job_id} ({self._plan.description}).")
+        self._job_id = self._client.dispatch(
+            dispatch.parent_job_id, dispatch.meta, self._namespace, dispatch.token
+        )
+        self._guard.watch(self._job_id, self._namespace)
         self._echo(f"Dispatched job {self._job_id}.")
 
     def abandon(self, reason: str) -> None:
@@ -102,24 +92,17 @@ class TaskLauncher:
         if not stopped:
             self._echo(said)
 
-    def follow(
-        self,
-        run_time_limit: float,
-        logs: TaskLogs,
-        on_started: Callable[[dict], None] | None = None,
-    ) -> None:
+    def follow(self, logs: TaskLogs) -> None:
         """Follow the job to its end while streaming its logs; raise unless it succeeded.
 
-        ``run_time_limit`` (from @timeout) is enforced inside the task; the launcher
+        The run time limit (from @timeout) is enforced inside the task; the launcher
         is only the backstop for a task that cannot stop itself, so it counts from
         the moment the task runs and allows some grace for the task's own timeout.
-        ``on_started`` receives the allocation once the task runs.
         """
         tracker = self._start_tracker()
-        if not tracker.wait_started(self._settings.pending_timeout):
+        if not tracker.wait_started(self._plan.pending_timeout):
             self._fail_pending(tracker)
-        if on_started is not None and tracker.allocation:
-            on_started(tracker.allocation)
+        run_time_limit = self._plan.run_time_limit
         grace = min(60.0, 5 + run_time_limit * 0.1)
         streamed = stream_logs(
             get_tailer(logs.stdout_url, logs.datastore_type),
@@ -140,20 +123,14 @@ class TaskLauncher:
         self._give_verdict(tracker.outcome(), tracker.final_report, streamed)
 
     def _start_tracker(self) -> JobTracker:
-        s = self._settings
-        placement = f"datacenters={list(s.datacenters)}"
-        if s.node_pool:
-            placement += f", node_pool={s.node_pool}"
-        if s.region:
-            placement += f", region={s.region}"
         return JobTracker(
             self._client,
             self._job_id,
             TASK_NAME,
             self._echo,
             namespace=self._namespace,
-            memory_mb=s.memory,
-            placement=placement,
+            memory_mb=self._plan.memory_mb,
+            placement=self._plan.placement,
             clock=self._clock,
         ).start()
 
@@ -161,7 +138,7 @@ class TaskLauncher:
         reason = tracker.pending_reason or "the scheduler has not placed it yet"
         self._guard.stop(reason="pending timeout")
         raise NomadJobFailed(
-            f"The task was still pending after {self._settings.pending_timeout:g}s "
+            f"The task was still pending after {self._plan.pending_timeout:g}s "
             f"(pending_timeout), so job {self._job_id} was stopped: {reason}"
         )
 

@@ -1,7 +1,8 @@
 """Log tailing for the launcher.
 
-Task output is captured by Metaflow's mflog into the datastore (so ``flow.py
-logs`` works); the launcher tails it from there while the task runs.  Metaflow
+The task's capture process writes its output into the datastore in mflog's
+format (so ``flow.py logs`` works); the launcher tails it from there while the
+task runs.  Metaflow
 has tailers for S3, Azure and GCS; ``LocalTail`` adds the shared-filesystem case.
 Nomad's own alloc logs are a fallback shown when a task fails, and only for what
 they add: the lines the stream already showed are not repeated.
@@ -13,6 +14,8 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+
+from metaflow_nomad.mflog_lines import message, poll_delay
 
 # Lines of the task's bootstrap that speak to the user (see render.bootstrap).
 BOOTSTRAP_MARKER = "metaflow-nomad: "
@@ -130,12 +133,10 @@ def stream_logs(
     shown: what a stopped task prints is its interrupt tracebacks, and they stay
     in ``python flow.py logs``.
     """
-    from metaflow.mflog import update_delay
-
     streamed = StreamedLines()
     started = clock()
     while True:
-        delay = min(update_delay(clock() - started), 5.0)
+        delay = min(poll_delay(clock() - started), 5.0)
         done = wait_finished(delay)
         for tail, stream in ((stdout_tail, "stdout"), (stderr_tail, "stderr")):
             _echo_new_lines(tail, stream, echo, streamed, hold_back)
@@ -144,21 +145,14 @@ def stream_logs(
 
 
 def _echo_new_lines(tail, stream: str, echo, streamed: StreamedLines, hold_back) -> None:
-    from metaflow.mflog import refine
-    from metaflow.mflog.mflog import parse
-
+    """Each new line goes to the runtime whole, mflog header included: Metaflow's
+    runtime parses it and shows the line with the task's own timestamp."""
     try:
         for line in tail:
             if hold_back():
                 streamed.held_back += 1
                 continue
-            echo(
-                refine(line, prefix=b"").strip().decode("utf-8", errors="replace"),
-                stream,
-                no_bold=True,
-            )
-            parsed = parse(line)
-            body = parsed.msg if parsed else line
-            streamed.add(body.decode("utf-8", errors="replace"))
+            echo(line.strip().decode("utf-8", errors="replace"), stream)
+            streamed.add(message(line).decode("utf-8", errors="replace"))
     except Exception as exc:  # any datastore client error; reported, and tailing goes on
         echo(f"[ temporary error in fetching logs: {exc} ]", "stderr")

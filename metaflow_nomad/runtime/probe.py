@@ -29,22 +29,13 @@ RUN_LIMIT_S = 300.0
 LOG_BYTES = 16384
 
 
-def placement_words(settings: StepSettings) -> str:
-    words = f"datacenters={list(settings.datacenters)}"
-    if settings.node_pool:
-        words += f", node_pool={settings.node_pool}"
-    if settings.region:
-        words += f", region={settings.region}"
-    return words
-
-
 def check_plan(client, job: dict, settings: StepSettings) -> Check:
     """The scheduler's own verdict on a step's job, by a plan (nothing is registered)."""
     try:
         plan = client.plan(job)
     except NomadClientError as exc:
         return Check(FAIL, "placement", f"the plan was refused: {one_line(exc.detail)}")
-    failure = describe_placement_failure([plan], settings.memory, placement_words(settings))
+    failure = describe_placement_failure([plan], settings.memory, settings.describe_placement())
     if failure:
         return Check(FAIL, "placement", f"the scheduler would not place it now: {failure}")
     return Check(OK, "placement", "the scheduler would place this step's job now")
@@ -88,7 +79,7 @@ def _follow(client, job_id, namespace, settings, token, datastore) -> list[Check
         echo=lambda _: None,
         namespace=namespace,
         memory_mb=settings.memory,
-        placement=placement_words(settings),
+        placement=settings.describe_placement(),
     ).start()
     pending = settings.pending_timeout or DEFAULT_PENDING_S
     if not tracker.wait_started(pending):

@@ -2,14 +2,14 @@
 
 ``python -m metaflow_nomad.task.capture bash -c '<step>'`` runs the step with its
 stdout and stderr on pipes, writes every line to the task's mflog files (the
-format ``flow.py logs`` reads), echoes it to Nomad's own log, and uploads the
-files to the datastore while the step runs and once more when it ends.
+format ``flow.py logs`` reads) and echoes it to Nomad's own log.  With the local
+datastore the files are the datastore's own log files, and this process never
+imports Metaflow; with a remote datastore it uploads them while the step runs
+and once more when it ends.
 
 It replaces what Metaflow's remote bootstrap (as ``@kubernetes`` uses it) runs
 per task: two ``mflog.tee`` processes, the ``save_logs_periodically`` sidecar
-and one ``save_logs`` interpreter per upload, each importing Metaflow.  Here one
-interpreter does it all, and its Metaflow imports happen once, off the path of
-the step's first line.
+and one ``save_logs`` interpreter per upload, each importing Metaflow.
 
 A stop signal (Nomad's kill, forwarded by the bootstrap to the whole process
 group) ends the step; this process ignores it, so that it can still save the
@@ -26,7 +26,10 @@ import sys
 import threading
 import time
 
-TASK_LOG_SOURCE = "task"  # metaflow.mflog.TASK_LOG_SOURCE
+from metaflow_nomad.mflog_lines import decorate, poll_delay
+from metaflow_nomad.model import LOGS_IN_PLACE_ENV
+
+TASK_LOG_SOURCE = b"task"  # metaflow.mflog.TASK_LOG_SOURCE
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -41,8 +44,6 @@ class LogFile:
 
     def copy_lines(self, pipe) -> None:
         """Until EOF: each line from ``pipe`` to the file (decorated) and to ``echo``."""
-        from metaflow.mflog.mflog import decorate
-
         with open(self.path, "ab", buffering=0) as out:
             for line in iter(pipe.readline, b""):
                 with self._lock:
@@ -92,14 +93,6 @@ class Uploader:
         return self._task_datastore
 
 
-def upload_delay(elapsed: float) -> float:
-    """How long to wait between uploads: every 0.25 s for the first ten minutes (so
-    lines stream), then backing off linearly to every 30 s from the first hour."""
-    if elapsed < 600:
-        return 0.25
-    return min(30.0, 0.25 + (elapsed - 600) / 3000 * 29.75)
-
-
 def _restore_stop_signals() -> None:
     """In the step: the default handlers, so that the forwarded signal ends it."""
     for sig in STOP_SIGNALS:
@@ -126,12 +119,23 @@ def run(argv: list[str]) -> int:
     ]
     for reader in readers:
         reader.start()
+    if os.environ.get(LOGS_IN_PLACE_ENV):
+        step.wait()
+        for reader in readers:
+            reader.join()
+    else:
+        _upload_until_done(step, files, readers)
+    code = step.returncode
+    return 128 - code if code < 0 else code
+
+
+def _upload_until_done(step: subprocess.Popen, files: dict[str, LogFile], readers) -> None:
     uploader = Uploader(files)
     started = time.monotonic()
     uploader.upload()  # the bootstrap's own lines ("Task is starting.") go up at once
     while step.poll() is None:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            step.wait(upload_delay(time.monotonic() - started))
+            step.wait(poll_delay(time.monotonic() - started))
         if any(log.changed.is_set() for log in files.values()):
             for log in files.values():
                 log.changed.clear()
@@ -139,8 +143,6 @@ def run(argv: list[str]) -> int:
     for reader in readers:
         reader.join()
     uploader.upload()
-    code = step.returncode
-    return 128 - code if code < 0 else code
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ reachable from this machine (only PyPI is).  So the tests pin what a user sees.
 """
 
 import ast
-import json
 import re
 
 import pytest
@@ -32,32 +31,6 @@ def test_environment_vars_reach_the_task(run_flow, nomad_client):
     assert seen["NOMAD_JOB_ID"] == stub["ID"]
     env = nomad_client.job(stub["ID"])["TaskGroups"][0]["Tasks"][0]["Env"]
     assert env["GREETING"] == "hello from @environment"
-
-
-def test_pypi_step_on_the_local_datastore_is_refused_by_the_launcher(run_flow, nomad_client):
-    """`nomad step` exactly as the runtime starts it, once the environment is solved."""
-    package_metadata = json.dumps({"version": 0, "archive_format": "tgz", "mfcontent_version": 1})
-    result = run_flow(
-        "pypi_flow.py",
-        "step",
-        "remote",
-        package_metadata,
-        "0" * 40,
-        "/nonexistent/package.tgz",
-        "--run-id",
-        "4242",
-        "--task-id",
-        "2",
-        "--input-paths",
-        "4242/start/1",
-        env=PYPI_ENV,
-        command="nomad",
-    )
-    print(result.output)
-    assert result.returncode != 0
-    assert REMOTE_DATASTORE_HINT in result.output
-    assert "micromamba on PATH or HTTPS access to micro.mamba.pm" in result.output
-    assert find_jobs(nomad_client, "PypiFlow", "4242", include_dead=True) == []
 
 
 def test_pypi_run_fails_before_any_job_is_submitted(run_flow, nomad_client):

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from metaflow_nomad.api.lookup import find_jobs
+from metaflow_nomad.runtime.plan import LAUNCHER_MODULE
 from tests.support.flows import FLOWS, FlowRun, flow_env, start_flow
 from tests.support.nomad_checks import wait_no_active_jobs, wait_task_running
 
@@ -192,7 +193,7 @@ def test_sigkill_of_the_runtime_stops_the_job(sleeping_run, nomad_client):
 
 
 def _trampoline_pid(runtime_pid: int) -> int:
-    """The `nomad step` child of the runtime."""
+    """The runtime's launcher child for the @nomad task (`-m metaflow_nomad.runtime.attempt`)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for pid in os.listdir("/proc"):
@@ -205,7 +206,7 @@ def _trampoline_pid(runtime_pid: int) -> int:
                     cmdline = f.read().split(b"\0")
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            if ppid == runtime_pid and b"nomad" in cmdline and b"step" in cmdline:
+            if ppid == runtime_pid and LAUNCHER_MODULE.encode() in cmdline:
                 return int(pid)
         time.sleep(0.2)
-    raise AssertionError("no `nomad step` process found")
+    raise AssertionError("no launcher process found")

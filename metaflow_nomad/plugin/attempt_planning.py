@@ -1,0 +1,152 @@
+"""Plan a task attempt in Metaflow's runtime process, then start its light launcher.
+
+Metaflow's runtime starts every task as a second copy of the flow's CLI; for a
+``@nomad`` step that process would import Metaflow and parse the flow again only
+to render a job, which the runtime, already holding both, does in a millisecond.
+So ``runtime_step_cli`` renders the job here, has the cluster parse it, decides
+where the logs land, and hands the resulting ``AttemptPlan`` to
+``python -m metaflow_nomad.runtime.attempt``, which never imports Metaflow.
+``render`` goes through the same ``prepare_job`` with the same kind of
+``CLIArgs``, so it still prints exactly what is submitted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import functools
+import os
+import shutil
+import sys
+import tempfile
+
+from metaflow_nomad.config import STEP_JOBS_ENV
+from metaflow_nomad.errors import NomadException
+from metaflow_nomad.runtime.plan import LAUNCHER_MODULE, AttemptPlan, Dispatch, write_plan
+
+
+def plan_attempt(deco, cli_args) -> AttemptPlan:
+    """The attempt that ``cli_args`` (the runtime's local ``step`` command) describes.
+
+    A user or cluster error (a template the cluster rejects, an unreadable
+    file) becomes the plan's ``error``: the launcher reports it for this task
+    and nothing is submitted.
+    """
+    from metaflow_nomad.render.pipeline import FlowObjects, StepInvocation, task_logs
+
+    objects = FlowObjects(
+        flow=deco.flow,
+        graph=deco.graph,
+        environment=deco.environment,
+        flow_datastore=deco.flow_datastore,
+        metadata_type=cli_args.top_level_options["metadata"],
+    )
+    code_package = {
+        "url": deco.package_url,
+        "sha": deco.package_sha,
+        "metadata": deco.package_metadata,
+    }
+    invocation = StepInvocation.from_cli_args(cli_args, objects, code_package)
+    identity = invocation.identity
+    settings = deco.settings
+    datastore = objects.flow_datastore
+    plan = AttemptPlan(
+        identity=identity,
+        namespace=settings.nomad_namespace,
+        description=f"{settings.driver}, {settings.describe_resources()}",
+        pending_timeout=settings.pending_timeout,
+        memory_mb=settings.memory,
+        placement=settings.describe_placement(),
+        run_time_limit=deco.run_time_limit,
+        logs=task_logs(datastore, identity),
+        minutes_between_retries=_minutes_between_retries(objects.graph[identity.step_name]),
+        metadata_sync_root=(
+            datastore.datastore_root
+            if objects.metadata_type == "local" and datastore.TYPE != "local"
+            else None
+        ),
+    )
+    try:
+        step_jobs = os.environ.get(STEP_JOBS_ENV)
+        if step_jobs:
+            return dataclasses.replace(plan, dispatch=_dispatch(invocation, step_jobs))
+        return _with_job(plan, invocation)
+    except (NomadException, OSError) as exc:
+        return dataclasses.replace(plan, error=_describe(exc))
+
+
+def hand_to_launcher(cli_args, plan: AttemptPlan) -> None:
+    """Make the runtime start the light launcher on ``plan`` instead of the flow's CLI."""
+    path = os.path.join(_plan_directory(), f"{plan.job_id}.json")
+    write_plan(plan, path)
+    cli_args.entrypoint = [sys.executable, "-m", LAUNCHER_MODULE]
+    cli_args.top_level_options = {}
+    cli_args.commands = []
+    cli_args.command_args = [path]
+    cli_args.command_options = {}
+
+
+def _with_job(plan: AttemptPlan, invocation) -> AttemptPlan:
+    """Render the attempt's job and have the cluster parse it; store the flow's
+    metadata snapshot the task restores, if it needs one."""
+    from metaflow_nomad.render.jobspec import parse_jobspec
+    from metaflow_nomad.render.metadata_snapshot import save_snapshot
+    from metaflow_nomad.render.pipeline import prepare_job
+
+    client = _runtime_client()
+    _, rendered = prepare_job(invocation, client.settings)
+    job = parse_jobspec(rendered, client)
+    if invocation.metadata_snapshot is not None:
+        save_snapshot(invocation.objects.flow_datastore, invocation.metadata_snapshot)
+    return dataclasses.replace(
+        plan,
+        job=job,
+        hcl=rendered.hcl,
+        template_name=rendered.template.name,
+        namespace=job.get("Namespace"),
+    )
+
+
+def _dispatch(invocation, step_jobs: str) -> Dispatch:
+    """In a deployed run: the deployment's step job, this attempt's meta, and the
+    idempotency token that names the attempt."""
+    from metaflow_nomad.config import read_config
+    from metaflow_nomad.deploy.step_jobs import dispatch_meta
+    from metaflow_nomad.model import deployed_step_job_id
+    from metaflow_nomad.render.pipeline import build_step_launch
+
+    identity = invocation.identity
+    launch = build_step_launch(invocation, read_config())
+    return Dispatch(
+        parent_job_id=deployed_step_job_id(identity.flow_name, step_jobs, identity.step_name),
+        meta=dispatch_meta(identity, launch),
+        token=identity.job_id,
+    )
+
+
+def _minutes_between_retries(node) -> int:
+    retry = next((d for d in node.decorators if d.name == "retry"), None)
+    return int(retry.attributes.get("minutes_between_retries", 2)) if retry else 0
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, NomadException):
+        return f"{exc.headline}: {exc.message}"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_client():
+    """One client (and one connection pool) for every attempt this runtime plans."""
+    from metaflow_nomad.api.lookup import default_client
+
+    return default_client()
+
+
+@functools.lru_cache(maxsize=1)
+def _plan_directory() -> str:
+    """A private directory for this runtime's plan files; each launcher removes its
+    own, and whatever is left (a launcher that never started) goes at exit."""
+    path = tempfile.mkdtemp(prefix="metaflow-nomad-plans-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
