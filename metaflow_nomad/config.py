@@ -24,6 +24,9 @@ WORKLOAD_ENV = "METAFLOW_NOMAD_WORKLOAD"
 # Set in a deployed flow's runner: the version of the deployment's step jobs that
 # its launchers dispatch (instead of rendering and registering a job per task).
 STEP_JOBS_ENV = "METAFLOW_NOMAD_STEP_JOBS"
+# Set where the Metaflow profile's METAFLOW_NOMAD_* values are already in the
+# environment (a task's launcher): the profile is not read again.
+PROFILE_EXPORTED_ENV = "METAFLOW_NOMAD_PROFILE_EXPORTED"
 
 
 @dataclass(frozen=True)
@@ -213,10 +216,17 @@ def secret_env_problem(env_keys) -> str | None:
 def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The values set through Metaflow: env ``METAFLOW_NOMAD_X`` or a Metaflow profile.
 
-    Keys drop the ``METAFLOW_`` prefix; unset names are absent.
+    Keys drop the ``METAFLOW_`` prefix; unset names are absent.  Where the
+    profile's values were already exported (``profile_exports``), the profile is
+    not read again: that is how a task's launcher gets them without Metaflow.
     """
     environ = os.environ if environ is None else environ
-    from metaflow.metaflow_config_funcs import from_conf
+    if environ.get(PROFILE_EXPORTED_ENV):
+
+        def from_conf(name: str, default: Any) -> Any:
+            return default
+    else:
+        from metaflow.metaflow_config_funcs import from_conf
 
     values: dict[str, str] = {}
     for name in CONFIG_NAMES:
@@ -226,6 +236,18 @@ def read_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         if value is not None and str(value) != "":
             values[name] = str(value)
     return values
+
+
+def profile_exports(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The Metaflow profile's values as ``METAFLOW_NOMAD_*`` variables, for a child
+    process that must not load Metaflow to read the profile itself."""
+    environ = os.environ if environ is None else environ
+    exports = {
+        "METAFLOW_" + name: value
+        for name, value in read_config(environ).items()
+        if "METAFLOW_" + name not in environ
+    }
+    return {**exports, PROFILE_EXPORTED_ENV: "1"}
 
 
 def read_standard_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

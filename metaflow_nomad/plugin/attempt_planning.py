@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 
-from metaflow_nomad.config import STEP_JOBS_ENV
+from metaflow_nomad.config import STEP_JOBS_ENV, profile_exports
 from metaflow_nomad.errors import NomadException
 from metaflow_nomad.runtime.plan import LAUNCHER_MODULE, AttemptPlan, Dispatch, write_plan
 
@@ -79,6 +79,7 @@ def hand_to_launcher(cli_args, plan: AttemptPlan) -> None:
     """Make the runtime start the light launcher on ``plan`` instead of the flow's CLI."""
     path = os.path.join(_plan_directory(), f"{plan.job_id}.json")
     write_plan(plan, path)
+    cli_args.env.update(profile_exports())
     cli_args.entrypoint = [sys.executable, "-m", LAUNCHER_MODULE]
     cli_args.top_level_options = {}
     cli_args.commands = []

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 
+from metaflow_nomad.config import profile_exports
 from metaflow_nomad.model import JobIdentity, TaskLogs
 from metaflow_nomad.runtime.attempt import write_line
 from metaflow_nomad.runtime.plan import AttemptPlan, Dispatch, read_plan, write_plan
@@ -60,12 +61,25 @@ def test_a_line_to_a_file_is_written_at_once(tmp_path):
 
 
 def test_the_launcher_and_the_capture_process_never_load_metaflow():
+    """Imports, the client and a request, as a launcher makes them with the
+    environment the runtime gives it (the profile's values exported)."""
     code = (
         "import sys, metaflow_nomad.runtime.attempt, metaflow_nomad.task.capture, "
-        "metaflow_nomad.runtime.launcher, metaflow_nomad.api.lookup; "
+        "metaflow_nomad.runtime.launcher\n"
+        "from metaflow_nomad.api.lookup import default_client\n"
+        "from metaflow_nomad.errors import NomadUnreachable\n"
+        "try:\n"
+        "    default_client(max_attempts=1).job('probe')\n"
+        "except NomadUnreachable:\n"
+        "    pass\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('metaflow', 'jinja2')))"
     )
+    env = {
+        **os.environ,
+        **profile_exports({}),
+        "NOMAD_ADDR": "http://127.0.0.1:9",
+    }
     loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout
     assert loaded.strip() == "[]"
