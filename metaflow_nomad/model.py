@@ -121,6 +121,9 @@ NODE_NAME_ENV = "METAFLOW_NOMAD_NODE_NAME"
 # Set in a task whose mflog files are the datastore's own log files (the local
 # datastore on a shared filesystem): the capture process then uploads nothing.
 LOGS_IN_PLACE_ENV = "METAFLOW_NOMAD_LOGS_IN_PLACE"
+# Where the capture process records the step's exit status once every line is
+# written: the launcher learns of the end before Nomad's servers do.
+EXIT_FILE_ENV = "METAFLOW_NOMAD_EXIT_FILE"
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class TaskLogs:
     stdout_url: str
     stderr_url: str
     datastore_type: str
+    # Local datastore: the file the task writes its step's exit status to.
+    exit_file: str | None = None
 
 
 @dataclass(frozen=True)

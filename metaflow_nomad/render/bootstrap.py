@@ -19,7 +19,13 @@ from metaflow.mflog import (
 )
 
 from metaflow_nomad.config import WORKLOAD_ENV
-from metaflow_nomad.model import LOGS_IN_PLACE_ENV, JobIdentity, TaskLaunch, TaskLogs
+from metaflow_nomad.model import (
+    EXIT_FILE_ENV,
+    LOGS_IN_PLACE_ENV,
+    JobIdentity,
+    TaskLaunch,
+    TaskLogs,
+)
 from metaflow_nomad.render.code_package import code_package_setup, unquote_once
 from metaflow_nomad.render.shared_filesystem import card_root_link_commands, shared_filesystem_env
 
@@ -147,6 +153,8 @@ def build_task_launch(
     logs_dir = f'"$(dirname {stdout_path})"' if in_place else LOGS_DIR
     if in_place:
         mflog_expr += f" {LOGS_IN_PLACE_ENV}=1"
+        if logs.exit_file:
+            mflog_expr += f" {EXIT_FILE_ENV}={shlex.quote(logs.exit_file)}"
     if datastore_type == "local":
         task_setup = [*card_root_link_commands(), *task_setup]
     setup = code_package_setup(environment, code_package, datastore_type, task_setup)

@@ -115,10 +115,15 @@ def task_logs(flow_datastore, identity: JobIdentity) -> TaskLogs:
         task_id=identity.task_id,
         attempt=identity.attempt,
     )
+    stdout_url = task_ds.get_log_location(TASK_LOG_SOURCE, "stdout")
+    exit_file = None
+    if flow_datastore.TYPE == "local":
+        exit_file = os.path.join(os.path.dirname(stdout_url), f"{identity.attempt}.nomad_exit")
     return TaskLogs(
-        stdout_url=task_ds.get_log_location(TASK_LOG_SOURCE, "stdout"),
+        stdout_url=stdout_url,
         stderr_url=task_ds.get_log_location(TASK_LOG_SOURCE, "stderr"),
         datastore_type=flow_datastore.TYPE,
+        exit_file=exit_file,
     )
 
 

@@ -25,9 +25,11 @@ from metaflow_nomad.runtime.logs import (
 )
 from metaflow_nomad.runtime.outcome import TaskOutcome
 from metaflow_nomad.runtime.plan import AttemptPlan
-from metaflow_nomad.runtime.tracking import JobTracker
+from metaflow_nomad.runtime.tracking import JobTracker, TaskEnd, end_report
 
 Echo = Callable[[str], None]
+# How long a failed step's launcher waits for Nomad's account of why it failed.
+NOMAD_ACCOUNT_WAIT_S = 60.0
 
 
 class TaskLauncher:
@@ -104,15 +106,24 @@ class TaskLauncher:
             self._fail_pending(tracker)
         run_time_limit = self._plan.run_time_limit
         grace = min(60.0, 5 + run_time_limit * 0.1)
+        end = TaskEnd(tracker, logs.exit_file, clock=self._clock)
         streamed = stream_logs(
             get_tailer(logs.stdout_url, logs.datastore_type),
             get_tailer(logs.stderr_url, logs.datastore_type),
             self._echo_log,
-            tracker.wait_finished,
+            end.wait,
             self._clock() + run_time_limit + grace,
             clock=self._clock,
             hold_back=tracker.stopping,
         )
+        if end.succeeded_before_nomad_said():
+            # The step and its capture are done; Nomad marks the job complete on
+            # its own a moment later, so there is nothing to stop.
+            self._echo(end_report(tracker.allocation, "finished with exit code 0"))
+            self._guard.release()
+            return
+        if end.exit_status() is not None:
+            tracker.wait_finished(NOMAD_ACCOUNT_WAIT_S)
         if not tracker.finished:
             self._guard.stop(reason="run time limit")
             raise NomadJobFailed(

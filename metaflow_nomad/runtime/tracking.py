@@ -191,7 +191,7 @@ class JobTracker:
             else:
                 verdict = f"ended {outcome.status}: {outcome.message or 'no details'}"
             # Kept for the launcher to print after the task's last log lines.
-            self._state.final_report = f"Task {verdict} (allocation {short} on node {node})."
+            self._state.final_report = end_report(alloc, verdict)
 
     def _report_event(self, event: dict) -> None:
         if event.get("Type") in ROUTINE_EVENTS:
@@ -223,3 +223,58 @@ class JobTracker:
                 status="stopped", message="the Nomad job was stopped before it was placed"
             )
         return outcome_from_allocation(self._state.alloc or {}, self.task_name, self.memory_mb)
+
+
+def end_report(alloc: dict, verdict: str) -> str:
+    """The one line on how a task ended, printed after its last log lines."""
+    return f"Task {verdict} (allocation {alloc['ID'][:8]} on node {alloc.get('NodeName')})."
+
+
+class TaskEnd:
+    """The end of a task: Nomad's account of it, or the exit status the task's
+    capture process records once its last line is written (``exit_file``).
+
+    Nomad's client reports an allocation's end to the servers in batches, so the
+    blocking query wakes about 200 ms after the task has exited; the file is
+    there at once.  A failed step still waits for Nomad, whose account says why
+    (out of memory, a signal).
+    """
+
+    def __init__(
+        self,
+        tracker: JobTracker,
+        exit_file: str | None,
+        poll_s: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._tracker = tracker
+        self._exit_file = exit_file
+        self._poll_s = poll_s
+        self._clock = clock
+        self._status: int | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """True once Nomad or the task says the task has ended; False after ``timeout``."""
+        if self._exit_file is None:
+            return self._tracker.wait_finished(timeout)
+        deadline = self._clock() + timeout
+        while self.exit_status() is None:
+            remaining = deadline - self._clock()
+            if self._tracker.wait_finished(max(0.0, min(self._poll_s, remaining))):
+                return True
+            if remaining <= 0:
+                return False
+        return True
+
+    def exit_status(self) -> int | None:
+        """The step's exit status as the task recorded it (None until it has)."""
+        if self._status is None and self._exit_file is not None:
+            try:
+                with open(self._exit_file) as handle:
+                    self._status = int(handle.read())
+            except (FileNotFoundError, ValueError):
+                return None
+        return self._status
+
+    def succeeded_before_nomad_said(self) -> bool:
+        return not self._tracker.finished and self.exit_status() == 0

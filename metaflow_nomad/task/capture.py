@@ -27,7 +27,7 @@ import threading
 import time
 
 from metaflow_nomad.mflog_lines import decorate, poll_delay
-from metaflow_nomad.model import LOGS_IN_PLACE_ENV
+from metaflow_nomad.model import EXIT_FILE_ENV, LOGS_IN_PLACE_ENV
 
 TASK_LOG_SOURCE = b"task"  # metaflow.mflog.TASK_LOG_SOURCE
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -126,7 +126,19 @@ def run(argv: list[str]) -> int:
     else:
         _upload_until_done(step, files, readers)
     code = step.returncode
-    return 128 - code if code < 0 else code
+    status = 128 - code if code < 0 else code
+    if os.environ.get(EXIT_FILE_ENV):
+        record_exit_status(os.environ[EXIT_FILE_ENV], status)
+    return status
+
+
+def record_exit_status(path: str, status: int) -> None:
+    """Tell the launcher the step has ended, every line written: Nomad's client
+    reports an allocation's end to the servers in batches (about 200 ms later)."""
+    partial = f"{path}.partial"
+    with open(partial, "w") as handle:
+        handle.write(str(status))
+    os.replace(partial, path)
 
 
 def _upload_until_done(step: subprocess.Popen, files: dict[str, LogFile], readers) -> None:

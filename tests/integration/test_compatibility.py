@@ -17,6 +17,7 @@ import pytest
 
 from metaflow_nomad.api.lookup import find_jobs
 from tests.support.flows import read_run
+from tests.support.nomad_checks import settled_allocations
 from tests.support.s3 import S3_TEMPLATES
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def jobs_by_step(client, flow_name: str, run_id: str | None) -> dict[str, list[d
 
 
 def alloc_status(client, job: dict) -> str:
-    [alloc], _ = client.job_allocations(job["ID"])
+    [alloc] = settled_allocations(lambda: client.job_allocations(job["ID"])[0])
     return alloc["ClientStatus"]
 
 

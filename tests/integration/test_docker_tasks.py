@@ -21,7 +21,7 @@ from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
 from metaflow_nomad.testing.pki import make_test_pki
 from tests.support.docker import containers_of, put_s3_credentials
 from tests.support.flows import agent_flow_env, agent_path_env, run_flow, start_flow, wait_for
-from tests.support.nomad_checks import wait_no_active_jobs, wait_task_running
+from tests.support.nomad_checks import settled_allocations, wait_no_active_jobs, wait_task_running
 from tests.support.s3 import S3_TEMPLATES
 
 pytestmark = pytest.mark.integration
@@ -73,8 +73,7 @@ def test_user_guide_flow_runs_unchanged_in_docker_on_s3(docker_s3, docker_engine
     assert task["Driver"] == "docker"
     assert task["Config"]["image"] == "python:3.11"
     assert task["Config"]["network_mode"] == "host"
-    allocs, _ = client.job_allocations(stub["ID"])
-    [alloc] = allocs
+    [alloc] = settled_allocations(lambda: client.job_allocations(stub["ID"])[0])
     assert alloc["ClientStatus"] == "complete"
     events = containers_of(docker_engine, alloc["ID"], started)
     actions = [e["Action"] for e in events]

@@ -19,7 +19,7 @@ from metaflow_nomad.errors import NomadClientError, NomadParseError
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
 from metaflow_nomad.testing.ports import free_port
 from tests.support.flows import agent_flow_env, agent_path_env, start_flow, wait_for
-from tests.support.nomad_checks import probe_hcl
+from tests.support.nomad_checks import probe_hcl, settled_allocations
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,9 @@ def _assert_ran_once_and_completed(agent, flow, marker):
     lines = _marker_lines(marker)
     assert [line.split()[0] for line in lines] == ["started", "finished"], lines
     job = _only_job(agent, flow.run_id)
-    allocs = agent.api("GET", f"/v1/job/{job['ID']}/allocations?all=true")
+    allocs = settled_allocations(
+        lambda: agent.api("GET", f"/v1/job/{job['ID']}/allocations?all=true")
+    )
     assert [a["ClientStatus"] for a in allocs] == ["complete"]
     events = [e["Type"] for e in allocs[0]["TaskStates"]["metaflow"]["Events"]]
     assert events.count("Started") == 1, events

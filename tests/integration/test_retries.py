@@ -7,6 +7,7 @@ import time
 import pytest
 
 from metaflow_nomad.api.lookup import find_jobs
+from tests.support.nomad_checks import settled_allocations
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,10 @@ def test_foreach_with_one_transient_failure_completes(run_flow, nomad_client):
         allocs, _ = nomad_client.job_allocations(job_id)
         assert len(allocs) == 1, (job_id, allocs)
         assert allocs[0]["TaskStates"]["metaflow"]["Restarts"] == 0
-    statuses = {j: nomad_client.job_allocations(j)[0][0]["ClientStatus"] for j in job_ids}
+    statuses = {
+        j: settled_allocations(lambda j=j: nomad_client.job_allocations(j)[0])[0]["ClientStatus"]
+        for j in job_ids
+    }
     assert statuses == {prefix + "0": "failed", prefix + "1": "complete"}
     assert "transient failure of item 7" in result.output
     assert result.output.count("Task is starting (retry).") == 1

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from metaflow_nomad.api.lookup import find_jobs
+from tests.support.nomad_checks import settled_allocations
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def test_user_guide_flow_runs_on_nomad(run_flow, nomad_client):
     assert job["TaskGroups"][0]["RestartPolicy"]["Attempts"] == 0
     assert job["TaskGroups"][0]["ReschedulePolicy"]["Attempts"] == 0
     assert not job["TaskGroups"][0]["ReschedulePolicy"]["Unlimited"]
-    allocs, _ = nomad_client.job_allocations(jobs[0]["ID"])
+    allocs = settled_allocations(lambda: nomad_client.job_allocations(jobs[0]["ID"])[0])
     assert allocs[0]["ClientStatus"] == "complete"
     assert "cpu=2000 MHz (@nomad)" in result.output
 

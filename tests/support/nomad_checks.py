@@ -83,3 +83,22 @@ def wait_no_active_jobs(
         if (not jobs and not allocs) or elapsed > timeout:
             return Cleanup(len(jobs), len(allocs), jobs_gone, allocs_gone)
         time.sleep(0.25)
+
+
+TERMINAL = ("complete", "failed", "lost")
+
+
+def settled_allocations(fetch, timeout: float = 15) -> list[dict]:
+    """A job's allocations once none is still running.
+
+    A successful step's launcher exits as soon as the task records its exit
+    status; Nomad's client reports the allocation complete to the servers a
+    moment later (in batches of about 200 ms), so a check right after a run
+    waits for that as a user watching `nomad job status` would.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        allocs = fetch()
+        if all(a["ClientStatus"] in TERMINAL for a in allocs) or time.monotonic() > deadline:
+            return allocs
+        time.sleep(0.1)
