@@ -171,6 +171,9 @@ class ProcessSampler:
                     return
                 record = ProcessRecord(process.pid, kind, argv, _start_time(process.pid), now)
                 self.records[process.pid] = record
+            if process.status() == psutil.STATUS_ZOMBIE:
+                # It has exited; only its parent (Metaflow's runtime) has yet to reap it.
+                return
             times = process.cpu_times()
             record.cpu_s = times.user + times.system
             record.peak_rss_mb = max(record.peak_rss_mb, _peak_rss_mb(process.pid))
@@ -392,6 +395,9 @@ class CountingProxy:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    # A launcher that finished while its blocking query was open.
+                    self.close_connection = True
                 finally:
                     upstream.close()
 
