@@ -102,11 +102,11 @@ class TaskLauncher:
         the moment the task runs and allows some grace for the task's own timeout.
         """
         tracker = self._start_tracker()
-        if not tracker.wait_started(self._plan.pending_timeout):
+        end = TaskEnd(tracker, logs.exit_file, clock=self._clock)
+        if not end.wait_started(self._plan.pending_timeout):
             self._fail_pending(tracker)
         run_time_limit = self._plan.run_time_limit
         grace = min(60.0, 5 + run_time_limit * 0.1)
-        end = TaskEnd(tracker, logs.exit_file, clock=self._clock)
         streamed = stream_logs(
             get_tailer(logs.stdout_url, logs.datastore_type),
             get_tailer(logs.stderr_url, logs.datastore_type),

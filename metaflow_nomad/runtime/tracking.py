@@ -225,8 +225,10 @@ class JobTracker:
         return outcome_from_allocation(self._state.alloc or {}, self.task_name, self.memory_mb)
 
 
-def end_report(alloc: dict, verdict: str) -> str:
+def end_report(alloc: dict | None, verdict: str) -> str:
     """The one line on how a task ended, printed after its last log lines."""
+    if alloc is None:  # it ended before Nomad's servers heard where it ran
+        return f"Task {verdict}."
     return f"Task {verdict} (allocation {alloc['ID'][:8]} on node {alloc.get('NodeName')})."
 
 
@@ -252,6 +254,21 @@ class TaskEnd:
         self._poll_s = poll_s
         self._clock = clock
         self._status: int | None = None
+
+    def wait_started(self, pending_timeout: float | None) -> bool:
+        """True once Nomad says the task runs, or the task says it has already
+        ended (a short task can end before Nomad's servers hear it started);
+        False if still pending after ``pending_timeout``."""
+        if self._exit_file is None:
+            return self._tracker.wait_started(pending_timeout)
+        deadline = None if pending_timeout is None else self._clock() + pending_timeout
+        while self.exit_status() is None:
+            remaining = self._poll_s if deadline is None else deadline - self._clock()
+            if self._tracker.wait_started(max(0.0, min(self._poll_s, remaining))):
+                return True
+            if remaining <= 0:
+                return False
+        return True
 
     def wait(self, timeout: float) -> bool:
         """True once Nomad or the task says the task has ended; False after ``timeout``."""

@@ -62,3 +62,25 @@ def test_once_nomad_has_said_the_file_changes_nothing(tmp_path):
     end = TaskEnd(tracker, exit_file, clock=tracker.clock)
     assert end.wait(5) is True
     assert not end.succeeded_before_nomad_said()
+
+
+class FakeStartTracker(FakeTracker):
+    """A tracker that has not heard the task start (nor end)."""
+
+    started = False
+
+    def wait_started(self, timeout: float) -> bool:
+        self.now += timeout
+        return self.started
+
+
+def test_a_task_that_ended_before_nomad_heard_it_start_counts_as_started(tmp_path):
+    tracker = FakeStartTracker()
+    exit_file = str(tmp_path / "0.nomad_exit")
+    end = TaskEnd(tracker, exit_file, poll_s=0.02, clock=tracker.clock)
+    assert end.wait_started(0.1) is False
+    record_exit_status(exit_file, 0)
+    assert end.wait_started(30) is True
+    assert end.succeeded_before_nomad_said()
+    tracker.started = True
+    assert TaskEnd(tracker, None, clock=tracker.clock).wait_started(5) is True
