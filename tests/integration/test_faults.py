@@ -67,8 +67,10 @@ def _assert_ran_once_and_completed(agent, flow, marker):
 
 
 def test_run_survives_a_20s_api_outage(own_agent, tmp_path):
-    """SIGSTOP freezes the whole agent (server, client, HTTP): requests hang, then time
-    out, and the launcher's calls retry; the blocking query in flight simply waits."""
+    """SIGSTOP freezes the whole agent (server, client, HTTP): requests hang, and the
+    blocking query in flight simply waits.  The task ends during the outage; its
+    launcher learns that from the task's exit file, not from the frozen API, and the
+    job is complete in Nomad once the agent is back."""
     marker = tmp_path / "marker"
     flow = start_flow(
         "fault_flow.py",
@@ -84,9 +86,7 @@ def test_run_survives_a_20s_api_outage(own_agent, tmp_path):
         own_agent.pause()
         paused_at = time.monotonic()
         time.sleep(OUTAGE_S)
-        # The task finished during the outage, but nobody could have seen it yet.
-        assert flow.proc.poll() is None, flow.output
-        assert len(_marker_lines(marker)) == 2
+        assert len(_marker_lines(marker)) == 2  # the step finished during the outage
     finally:
         own_agent.resume()
     assert time.monotonic() - paused_at >= OUTAGE_S
