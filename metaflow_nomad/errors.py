@@ -109,3 +109,10 @@ class NomadJobKilled(NomadException):
     """The job was stopped from outside, or by us on a signal: not retried."""
 
     headline = "Nomad task killed"
+
+
+def one_line_error(exc: Exception) -> str:
+    """A user or cluster error before a task ran, as one line: headline and message."""
+    if isinstance(exc, NomadException):
+        return f"{exc.headline}: {exc.message}"
+    return f"{exc.__class__.__name__}: {exc}"

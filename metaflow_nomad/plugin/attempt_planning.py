@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 from metaflow_nomad.config import STEP_JOBS_ENV, profile_exports
-from metaflow_nomad.errors import NomadException
+from metaflow_nomad.errors import NomadException, one_line_error
 from metaflow_nomad.runtime.plan import LAUNCHER_MODULE, AttemptPlan, Dispatch, write_plan
 
 
@@ -32,7 +32,7 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
     file) becomes the plan's ``error``: the launcher reports it for this task
     and nothing is submitted.
     """
-    from metaflow_nomad.render.pipeline import FlowObjects, StepInvocation, task_logs
+    from metaflow_nomad.render.pipeline import FlowObjects, StepInvocation
 
     objects = FlowObjects(
         flow=deco.flow,
@@ -58,7 +58,7 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
         memory_mb=settings.memory,
         placement=settings.describe_placement(),
         run_time_limit=deco.run_time_limit,
-        logs=task_logs(datastore, identity),
+        logs=invocation.logs,
         minutes_between_retries=_minutes_between_retries(objects.graph[identity.step_name]),
         metadata_sync_root=(
             datastore.datastore_root
@@ -72,14 +72,14 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
             return dataclasses.replace(plan, dispatch=_dispatch(invocation, step_jobs))
         return _with_job(plan, invocation)
     except (NomadException, OSError) as exc:
-        return dataclasses.replace(plan, error=_describe(exc))
+        return dataclasses.replace(plan, error=one_line_error(exc))
 
 
 def hand_to_launcher(cli_args, plan: AttemptPlan) -> None:
     """Make the runtime start the light launcher on ``plan`` instead of the flow's CLI."""
     path = os.path.join(_plan_directory(), f"{plan.job_id}.json")
     write_plan(plan, path)
-    cli_args.env.update(profile_exports())
+    cli_args.env.update(_launcher_environment())
     cli_args.entrypoint = [sys.executable, "-m", LAUNCHER_MODULE]
     cli_args.top_level_options = {}
     cli_args.commands = []
@@ -130,18 +130,18 @@ def _minutes_between_retries(node) -> int:
     return int(retry.attributes.get("minutes_between_retries", 2)) if retry else 0
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, NomadException):
-        return f"{exc.headline}: {exc.message}"
-    return f"{exc.__class__.__name__}: {exc}"
-
-
 @functools.lru_cache(maxsize=1)
 def _runtime_client():
     """One client (and one connection pool) for every attempt this runtime plans."""
     from metaflow_nomad.api.lookup import default_client
 
     return default_client()
+
+
+@functools.lru_cache(maxsize=1)
+def _launcher_environment() -> dict[str, str]:
+    """The Metaflow profile's values, read once per runtime, for every launcher."""
+    return profile_exports()
 
 
 @functools.lru_cache(maxsize=1)

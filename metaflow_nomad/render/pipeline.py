@@ -74,7 +74,7 @@ class StepInvocation:
             code_package=code_package,
         )
 
-    @property
+    @cached_property
     def identity(self) -> JobIdentity:
         return JobIdentity(
             flow_name=self.objects.flow.name,
@@ -84,6 +84,12 @@ class StepInvocation:
             attempt=int(self.step_options.get("retry_count") or 0),
             user=util.get_username(),
         )
+
+    @cached_property
+    def logs(self) -> TaskLogs:
+        """Where the task writes its output (and the launcher reads it): computed
+        once, for the bootstrap and for the attempt's plan."""
+        return task_logs(self.objects.flow_datastore, self.identity)
 
     @cached_property
     def metadata_snapshot(self) -> MetadataSnapshot | None:
@@ -247,5 +253,5 @@ def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> 
         env,
         task_setup,
         after_step,
-        logs=task_logs(datastore, identity),
+        logs=invocation.logs,
     )

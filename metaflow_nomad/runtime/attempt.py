@@ -19,7 +19,12 @@ import termios
 import time
 from typing import NoReturn
 
-from metaflow_nomad.errors import NomadClientError, NomadException, NomadJobKilled
+from metaflow_nomad.errors import (
+    NomadClientError,
+    NomadException,
+    NomadJobKilled,
+    one_line_error,
+)
 from metaflow_nomad.runtime.plan import AttemptPlan, read_plan
 
 # metaflow.exception.METAFLOW_EXIT_DISALLOW_RETRY: the runtime does not retry.
@@ -80,10 +85,7 @@ def _give_up(echo, exc: Exception) -> NoReturn:
     """A user or cluster error before the task ran: what went wrong and what to do,
     and an exit code that tells the runtime not to retry (the same settings would
     fail the same way)."""
-    if isinstance(exc, NomadException):
-        echo(f"{exc.headline}: {exc.message}")
-    else:
-        echo(f"{exc.__class__.__name__}: {exc}")
+    echo(one_line_error(exc))
     sys.exit(EXIT_DISALLOW_RETRY)
 
 
