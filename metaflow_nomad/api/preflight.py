@@ -15,6 +15,7 @@ from __future__ import annotations
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.api.doctor import Check, check_capabilities, check_connection, check_token
+from metaflow_nomad.api.task_api import is_unix_address
 from metaflow_nomad.errors import NomadClientError, NomadPreflightError
 
 # Loopback and LAN connects take milliseconds; a silent address must not cost more.
@@ -44,8 +45,13 @@ def check_cluster_for_run(
     """Raise ``NomadPreflightError`` unless the cluster can take this run's jobs.
 
     Checked once per process and (settings, namespace, region, node pool): the
-    runtime calls this for every ``@nomad`` step.
+    runtime calls this for every ``@nomad`` step.  Nothing is checked through a
+    task's Task API socket (a deployed run's runner): a workload identity cannot
+    look itself up (Nomad 1.6 answers "UUID must be 36 characters"), and
+    ``nomad-workflows create`` checked the cluster with the user's token.
     """
+    if is_unix_address(settings.address):
+        return
     key = (settings, namespace or settings.namespace, region, node_pool)
     if key in _passed:
         return

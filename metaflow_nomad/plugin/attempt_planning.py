@@ -70,7 +70,7 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
         step_jobs = os.environ.get(STEP_JOBS_ENV)
         if step_jobs:
             return dataclasses.replace(plan, dispatch=_dispatch(invocation, step_jobs))
-        return _with_job(plan, invocation)
+        return _with_job(plan, invocation, settings)
     except (NomadException, OSError) as exc:
         return dataclasses.replace(plan, error=one_line_error(exc))
 
@@ -87,7 +87,7 @@ def hand_to_launcher(cli_args, plan: AttemptPlan) -> None:
     cli_args.command_options = {}
 
 
-def _with_job(plan: AttemptPlan, invocation) -> AttemptPlan:
+def _with_job(plan: AttemptPlan, invocation, settings) -> AttemptPlan:
     """Render the attempt's job and have the cluster parse it; store the flow's
     metadata snapshot the task restores, if it needs one."""
     from metaflow_nomad.render.jobspec import parse_jobspec
@@ -95,7 +95,7 @@ def _with_job(plan: AttemptPlan, invocation) -> AttemptPlan:
     from metaflow_nomad.render.pipeline import prepare_job
 
     client = _runtime_client()
-    _, rendered = prepare_job(invocation, client.settings)
+    _, rendered = prepare_job(invocation, client.settings, settings)
     job = parse_jobspec(rendered, client)
     if invocation.metadata_snapshot is not None:
         save_snapshot(invocation.objects.flow_datastore, invocation.metadata_snapshot)

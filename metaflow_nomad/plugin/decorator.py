@@ -15,7 +15,6 @@ from metaflow.metadata_provider import MetaDatum
 from metaflow.unbounded_foreach import UBF_CONTROL
 
 from metaflow_nomad.config import (
-    STEP_JOBS_ENV,
     WORKLOAD_ENV,
     flow_directory,
     read_config,
@@ -167,13 +166,8 @@ class NomadDecorator(StepDecorator):
         """Before the run's first task: can the cluster take this step's jobs?
 
         Once per process and namespace (the runtime calls this for every step), and
-        quick: an unreachable address fails in under two seconds.  Not in a deployed
-        run's runner: `create` checked the cluster with the user's token, and the
-        runner's workload identity cannot look itself up (Nomad 1.6 answers "UUID
-        must be 36 characters").
+        quick: an unreachable address fails in under two seconds.
         """
-        if os.environ.get(STEP_JOBS_ENV):
-            return
         from metaflow_nomad.api.connection import ConnectionSettings
         from metaflow_nomad.api.preflight import check_cluster_for_run
 

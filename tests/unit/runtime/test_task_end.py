@@ -7,14 +7,19 @@ from metaflow_nomad.task.capture import record_exit_status
 
 
 class FakeTracker:
-    """Nomad's side: finished or not, on a clock the test owns."""
+    """Nomad's side: started, finished or not, on a clock the test owns."""
 
     def __init__(self):
         self.now = 0.0
+        self.started = False
         self.finished = False
 
     def clock(self) -> float:
         return self.now
+
+    def wait_started(self, timeout: float) -> bool:
+        self.now += timeout
+        return self.started
 
     def wait_finished(self, timeout: float) -> bool:
         self.now += timeout
@@ -64,18 +69,8 @@ def test_once_nomad_has_said_the_file_changes_nothing(tmp_path):
     assert not end.succeeded_before_nomad_said()
 
 
-class FakeStartTracker(FakeTracker):
-    """A tracker that has not heard the task start (nor end)."""
-
-    started = False
-
-    def wait_started(self, timeout: float) -> bool:
-        self.now += timeout
-        return self.started
-
-
 def test_a_task_that_ended_before_nomad_heard_it_start_counts_as_started(tmp_path):
-    tracker = FakeStartTracker()
+    tracker = FakeTracker()
     exit_file = str(tmp_path / "0.nomad_exit")
     end = TaskEnd(tracker, exit_file, poll_s=0.02, clock=tracker.clock)
     assert end.wait_started(0.1) is False
