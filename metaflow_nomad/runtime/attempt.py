@@ -109,32 +109,37 @@ def _echo(label: str):
     """Launcher messages carry the task's label; the task's own lines do not."""
 
     def echo(msg: str, stream: str = "stderr") -> None:
-        write_line(sys.stderr, f"[nomad {label}] {msg}")
+        write_line(sys.stderr, f"[nomad {label}] {msg}", drained=(sys.stdout, sys.stderr))
 
     return echo
 
 
 def _echo_log(line: str, stream: str = "stderr") -> None:
-    write_line(sys.stderr if stream == "stderr" else sys.stdout, line)
+    out = sys.stderr if stream == "stderr" else sys.stdout
+    write_line(out, line, drained=(sys.stdout, sys.stderr))
 
 
-def write_line(out, line: str, patience: float = 0.05) -> None:
-    """Write one line to the runtime once it has read the previous one.
+def write_line(out, line: str, patience: float = 0.25, drained=None) -> None:
+    """Write one line to the runtime once it has read the lines before it.
 
     Metaflow's runtime reads one line per wake-up of its poll loop through a
     buffered reader: two lines that reach its pipe together are read at once,
     and the second is shown only when more output arrives (a streamed line
-    could wait for the end of the task).  So each line waits, up to
-    ``patience``, for the pipe to be empty.  Not a pipe (a terminal, a file):
-    nothing to wait for.
+    could wait for the end of the task).  And it reads stdout and stderr as two
+    pipes, in whichever order its poll lists them, so a line on one could
+    overtake an earlier line on the other (the task's last line after the
+    launcher's "finished").  So each line waits, up to ``patience``, until
+    every pipe in ``drained`` (by default ``out`` alone) is empty.  Not a pipe
+    (a terminal, a file): nothing to wait for.
     """
-    try:
-        fd = out.fileno()
-        deadline = time.monotonic() + patience
-        while _unread_bytes(fd) and time.monotonic() < deadline:
-            time.sleep(0.001)
-    except OSError:
-        pass
+    deadline = time.monotonic() + patience
+    for pending in drained or (out,):
+        try:
+            fd = pending.fileno()
+            while _unread_bytes(fd) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        except OSError:
+            pass
     out.write(line + "\n")
     out.flush()
 

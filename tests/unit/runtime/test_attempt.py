@@ -83,3 +83,27 @@ def test_the_launcher_and_the_capture_process_never_load_metaflow():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def test_a_line_on_one_pipe_waits_for_an_unread_line_on_the_other():
+    """stdout and stderr reach the runtime as two pipes: the launcher's last word
+    on stderr must not overtake the task's last line on stdout."""
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    stdout = os.fdopen(out_write, "w")
+    stderr = os.fdopen(err_write, "w")
+    stdout_reader = os.fdopen(out_read, "rb", buffering=0)
+    stdout_read = threading.Event()
+
+    def read_stdout_later():
+        threading.Event().wait(0.2)
+        stdout_reader.read(len(b"last task line\n"))
+        stdout_read.set()
+
+    write_line(stdout, "last task line", drained=(stdout, stderr))
+    thread = threading.Thread(target=read_stdout_later)
+    thread.start()
+    write_line(stderr, "task finished", patience=30, drained=(stdout, stderr))
+    assert stdout_read.is_set()
+    thread.join()
+    assert os.read(err_read, 100) == b"task finished\n"
