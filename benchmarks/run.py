@@ -57,13 +57,16 @@ from metaflow_nomad.render.templates import choose_variant, load_template, rende
 from metaflow_nomad.testing.docker_engine import start_engine_or_explain
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 
+# Issue 14's targets (docs/scaling.md); the stretch goals are 1.5x and 1.4x.
 TARGETS = {
-    "step_overhead_ratio": ("<=", 1.5),
+    "step_overhead_ratio": ("<=", 2.0),
     "register_to_start_s": ("<=", 0.5),
-    "fanout_ratio": ("<=", 1.4),
+    "task_on_nomad_s": ("<=", 0.35),
+    "task_end_to_trampoline_exit_s": ("<=", 0.05),
+    "fanout_ratio": ("<=", 2.5),
     "render_per_s": (">=", 2000),
     "api_requests_60s_task": ("<=", 15),
-    "trampoline_peak_rss_mb": ("<=", 150),
+    "trampoline_peak_rss_mb": ("<=", 25),
 }
 NOMAD_MARKER = "    # <nomad>\n"
 DOCKER_ENV = {"METAFLOW_NOMAD_DRIVER": "docker", "METAFLOW_NOMAD_NETWORK_MODE": "host"}

@@ -1,7 +1,7 @@
 """The only module that talks to Nomad.
 
-It wraps python-nomad (set up in ``transport``) and adds what python-nomad lacks:
-blocking queries (``index``/``wait``), errors that name the setting to fix,
+It sends its requests through ``transport`` (HTTP, TLS and the token) and adds
+the API: blocking queries (``index``/``wait``), errors that name the setting to fix,
 bounded retries with backoff for transient errors (and none for permanent ones),
 escaping of IDs in URL paths, and a request counter for the benchmarks.
 
@@ -17,10 +17,6 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-import nomad.api.exceptions as nomad_exc
-import requests
-from nomad.api.base import Requester
-
 from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.api.diagnosis import (
     api_error_hint,
@@ -35,7 +31,7 @@ from metaflow_nomad.api.diagnosis import (
     unreachable_message,
 )
 from metaflow_nomad.api.task_api import is_unix_address
-from metaflow_nomad.api.transport import requester
+from metaflow_nomad.api.transport import HttpError, NoAnswer, Response, Transport
 from metaflow_nomad.errors import (
     NomadClientError,
     NomadParseError,
@@ -65,12 +61,12 @@ class NomadClient:
         max_backoff: float = 12.0,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[float, float], float] = random.uniform,
-        transport: Requester | None = None,
+        transport: Transport | None = None,
         connect_timeout: float | None = None,
     ):
-        """``sleep``, ``jitter`` and the HTTP ``transport`` (python-nomad's
-        ``Requester``) are injectable, so that the retry policy and its backoff
-        budget are unit-tested without waiting and without a cluster.
+        """``sleep``, ``jitter`` and the HTTP ``transport`` are injectable, so that
+        the retry policy and its backoff budget are unit-tested without waiting and
+        without a cluster.
         ``connect_timeout`` bounds the TCP connect alone (a first contact that must
         fail fast); ``timeout`` bounds every request."""
         self.settings = settings
@@ -82,7 +78,7 @@ class NomadClient:
         self._jitter = jitter
         self.request_count = 0
         self._checked_tls_files = False
-        self._api = transport or requester(settings, timeout)
+        self._api = transport or Transport(settings, timeout)
 
     def min_retry_wait(self) -> float:
         """The least total backoff before a transient failure is given up on."""
@@ -100,7 +96,7 @@ class NomadClient:
         json: Any = None,
         timeout: float | None = None,
         retry: bool = True,
-    ) -> requests.Response:
+    ) -> Response:
         """One API call with bounded exponential backoff on transient failures.
 
         Permanent failures (4xx, TLS, validation) raise at once with a message that
@@ -115,14 +111,14 @@ class NomadClient:
         for attempt in range(1, attempts + 1):
             self.request_count += 1
             try:
-                return self._api._request(
-                    method=method,
-                    endpoint="v1/" + path,
+                return self._api.request(
+                    method,
+                    "v1/" + path,
                     params=dict(params or {}),
                     json=json,
                     timeout=(self.connect_timeout, limit) if self.connect_timeout else limit,
                 )
-            except nomad_exc.BaseNomadException as exc:
+            except (HttpError, NoAnswer) as exc:
                 status, text = describe_failure(exc)
                 tls_problem = explain_tls_failure(self.settings, exc)
                 if tls_problem:
@@ -165,9 +161,7 @@ class NomadClient:
 
         def own_token() -> dict:
             self.request_count += 1
-            return self._api._request(
-                method="get", endpoint="v1/acl/token/self", params={}, timeout=self.timeout
-            ).json()
+            return self._api.request("get", "v1/acl/token/self", timeout=self.timeout).json()
 
         return explain_denied(self.settings, namespace, own_token)
 

@@ -1,7 +1,7 @@
 """API failures explained in terms of the setting that fixes them, and the
 transient/permanent policy that decides whether a failure is retried.
 
-A failed handshake reaches ``requests`` as a bare SSL error, a reset or an EOF;
+A failed handshake reaches the transport as a bare SSL error, a reset or an EOF;
 this module turns it into "set METAFLOW_NOMAD_CACERT to the cluster's CA" and
 the like, probing the server itself where the error alone does not say why.
 Pure functions, apart from those TLS probes: the client decides what to do.
@@ -12,15 +12,12 @@ from __future__ import annotations
 import os
 import re
 import socket
-import ssl
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-import nomad.api.exceptions as nomad_exc
-import requests
-
 from metaflow_nomad.api.connection import SETTING, ConnectionSettings
+from metaflow_nomad.api.transport import HttpError, NoAnswer
 from metaflow_nomad.errors import NomadClientError
 
 TRANSIENT_STATUS = {500, 502, 503, 504, 429}
@@ -40,9 +37,7 @@ PERMANENT_500_MARKERS = (
 )
 
 
-def explain_tls_failure(
-    settings: ConnectionSettings, exc: nomad_exc.BaseNomadException
-) -> str | None:
+def explain_tls_failure(settings: ConnectionSettings, exc: Exception) -> str | None:
     """A TLS failure, in terms of the setting that fixes it (None if not a TLS failure).
 
     Under TLS 1.3 the server checks the client certificate after the client thinks
@@ -50,15 +45,13 @@ def explain_tls_failure(
     shows up as a bare EOF or reset.  A TLS 1.2 handshake, where that check happens
     inside the handshake, then recovers the server's actual reason.
     """
-    cause = getattr(exc, "nomad_resp", None)
-    if not isinstance(cause, requests.exceptions.RequestException):
+    if not isinstance(exc, NoAnswer):
         return None
-    text = str(cause)
+    text = str(exc)
     explained = _classify_tls(settings, text)
     if explained:
         return explained
-    is_ssl = isinstance(cause, requests.exceptions.SSLError)
-    aborted = any(m in text for m in ("Connection aborted", "Connection broken", "reset by peer"))
+    is_ssl, aborted = exc.tls, exc.aborted
     if settings.address.startswith("http://") and aborted and _speaks_tls(settings.address):
         return f"the cluster serves HTTPS: set {SETTING['address']} to https://..."
     if settings.address.startswith("https://") and (is_ssl or aborted):
@@ -128,6 +121,8 @@ def _speaks_tls(address: str, timeout: float = 5) -> bool:
     A plain-HTTP POST to Nomad's HTTPS port is often cut off with a reset before
     Nomad's "HTTP request to an HTTPS server" reply can be read.
     """
+    import ssl
+
     parts = urllib.parse.urlsplit(address)
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -144,6 +139,8 @@ def _speaks_tls(address: str, timeout: float = 5) -> bool:
 
 def _tls12_handshake_error(settings: ConnectionSettings, timeout: float = 5) -> str | None:
     """The error of a TLS 1.2 handshake with the same material (None if it succeeds)."""
+    import ssl
+
     parts = urllib.parse.urlsplit(settings.address)
     if settings.skip_verify:
         context = ssl.create_default_context()
@@ -240,7 +237,7 @@ def explain_denied(
         )
     try:
         own = own_token()
-    except nomad_exc.BaseNomadException as exc:
+    except (HttpError, NoAnswer) as exc:
         status, text = describe_failure(exc)
         if status in (403, 404):
             return unknown_token_message()
@@ -263,7 +260,7 @@ def unknown_token_message() -> str:
 
 def unreachable_message(settings: ConnectionSettings, text: str) -> str:
     """Nomad did not answer: say at which address, where that address came from, and
-    which setting to change, in place of urllib3's nested exception text."""
+    which setting to change, in place of the socket's exception text."""
     reason = _short_reason(text)
     where = f"{settings.address} (from {settings.address_source})"
     return (
@@ -285,11 +282,11 @@ def _short_reason(text: str) -> str:
     return text
 
 
-def describe_failure(exc: nomad_exc.BaseNomadException) -> tuple[int | None, str]:
-    response = getattr(exc, "nomad_resp", None)
-    if isinstance(response, requests.Response):
-        return response.status_code, response.text.strip()
-    return None, str(response or exc)
+def describe_failure(exc: HttpError | NoAnswer) -> tuple[int | None, str]:
+    """The status and text of an error answer; no status when there was no answer."""
+    if isinstance(exc, HttpError):
+        return exc.response.status_code, exc.response.text.strip()
+    return None, str(exc)
 
 
 def _message(

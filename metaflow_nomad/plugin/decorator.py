@@ -1,8 +1,8 @@
 """The ``@nomad`` step decorator.
 
 This module is imported in Metaflow's runtime and in the task on Nomad, so it
-imports nothing heavy: Jinja, python-nomad and requests are loaded only where a
-job is rendered or submitted.  The per-attempt launcher does not import it.
+imports nothing heavy: Jinja and the API client are loaded only where a job
+is rendered or submitted.  The per-attempt launcher does not import it.
 """
 
 from __future__ import annotations
@@ -136,7 +136,6 @@ class NomadDecorator(StepDecorator):
     def package_init(self, flow, step_name, environment):
         try:
             import jinja2  # noqa: F401
-            import nomad  # noqa: F401
         except ImportError as exc:
             raise NomadException(
                 f"@nomad needs the package {exc.name!r}: "

@@ -5,20 +5,16 @@ tests/integration/test_faults.py; here the policy itself is pinned, fast."""
 
 from __future__ import annotations
 
-import nomad.api.exceptions as nomad_exc
 import pytest
-import requests
 
 from metaflow_nomad.api.client import FIRST_BACKOFF_S, JITTER_LOW, NomadClient
 from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.api.transport import HttpError, NoAnswer, Response
 from metaflow_nomad.errors import NomadClientError
 
 
-def _response(status: int, text: str = "", body: str = "{}") -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response._content = (text or body).encode()
-    return response
+def _response(status: int, text: str = "", body: str = "{}") -> Response:
+    return Response(status, {}, (text or body).encode())
 
 
 class ScriptedTransport:
@@ -28,17 +24,15 @@ class ScriptedTransport:
         self.outcomes = list(outcomes)
         self.calls = 0
 
-    def _request(self, method, endpoint, params, json=None, timeout=None):
+    def request(self, method, endpoint, params=None, json=None, timeout=None):
         self.calls += 1
         outcome = self.outcomes.pop(0)
         if outcome == "refused":
-            raise nomad_exc.BaseNomadException(
-                requests.exceptions.ConnectionError("[Errno 111] Connection refused")
-            )
+            raise NoAnswer("Connection failed: [Errno 111] Connection refused")
         status, text = outcome
         if status < 400:
             return _response(status, body=text or "{}")
-        raise nomad_exc.BaseNomadException(_response(status, text))
+        raise HttpError(_response(status, text))
 
 
 class FakeClock:
