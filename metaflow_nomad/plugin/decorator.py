@@ -249,7 +249,7 @@ class NomadDecorator(StepDecorator):
                 if v
             ],
         )
-        # No log sidecar: the task's capture process uploads the logs (task/capture.py).
+        # No log sidecar: the task's capture process uploads the logs (task/log_capture.py).
         # No task_finished either: with local metadata and a remote datastore the
         # task's bootstrap sends its metadata back once the step's last process has
         # ended (task.run_metadata), as a card's final render writes metadata

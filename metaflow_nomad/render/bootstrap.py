@@ -8,6 +8,7 @@ package download, mflog capture, save_logs); the result is a plain
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -33,7 +34,8 @@ LOGS_DIR = "$PWD/.logs"
 STDOUT_PATH = LOGS_DIR + "/mflog_stdout"
 STDERR_PATH = LOGS_DIR + "/mflog_stderr"
 # One process captures the step's output into mflog files and uploads them
-# (metaflow_nomad/task/capture.py), in place of Metaflow's tee/sidecar/save_logs set.
+# (metaflow_nomad/task/capture.py, log_capture.py), in place of Metaflow's
+# tee/sidecar/save_logs set.
 CAPTURE = "python -m metaflow_nomad.task.capture"
 
 # Metaflow settings a remote task needs to find the datastore and services.  They
@@ -150,7 +152,7 @@ def build_task_launch(
         stdout_path=stdout_path,
         stderr_path=stderr_path,
     )
-    logs_dir = f'"$(dirname {stdout_path})"' if in_place else LOGS_DIR
+    logs_dir = shlex.quote(os.path.dirname(logs.stdout_url)) if in_place else LOGS_DIR
     if in_place:
         mflog_expr += f" {LOGS_IN_PLACE_ENV}=1"
         if logs.exit_file:

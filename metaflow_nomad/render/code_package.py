@@ -100,7 +100,7 @@ def _post_extract_exports(code_package: Mapping[str, str]) -> list[str]:
         if key.endswith(":"):
             exports.append(f"export {key[:-1]}={value}")
         else:
-            exports.append(f"export {key}={value}:$(printenv {key})")
+            exports.append(f"export {key}={value}:${{{key}}}")
     return exports
 
 

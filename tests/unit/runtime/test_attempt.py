@@ -64,7 +64,7 @@ def test_the_launcher_and_the_capture_process_never_load_metaflow():
     """Imports, the client and a request, as a launcher makes them with the
     environment the runtime gives it (the profile's values exported)."""
     code = (
-        "import sys, metaflow_nomad.runtime.attempt, metaflow_nomad.task.capture, "
+        "import sys, metaflow_nomad.runtime.attempt, metaflow_nomad.task.log_capture, "
         "metaflow_nomad.runtime.launcher\n"
         "from metaflow_nomad.api.lookup import default_client\n"
         "from metaflow_nomad.errors import NomadUnreachable\n"

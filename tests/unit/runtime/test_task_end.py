@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metaflow_nomad.runtime.tracking import TaskEnd
-from metaflow_nomad.task.capture import record_exit_status
+from metaflow_nomad.task.log_capture import record_exit_status
 
 
 class FakeTracker:
