@@ -357,6 +357,15 @@ def _endpoint(method: str, path: str) -> str:
     return f"{method} {shape}{' (blocking)' if blocking else ''}"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Keep-alive connections of launchers that have exited end in a reset while the
+    handler waits for their next request: nothing was lost, so nothing to print."""
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class CountingProxy:
     """A loopback HTTP proxy in front of the agent that counts requests per job and endpoint.
 
@@ -403,7 +412,7 @@ class CountingProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = _forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
