@@ -131,6 +131,12 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
     ),
     _step("pending_timeout", "seconds", "none", "NOMAD_PENDING_TIMEOUT"),
     _step(
+        "package_cache",
+        "absolute path on the client nodes (docker: bind-mounted)",
+        "`$TMPDIR/metaflow-nomad-packages` on the node; docker: none",
+        "NOMAD_PACKAGE_CACHE",
+    ),
+    _step(
         "network_mode",
         "docker: `bridge`, `host`, `none` or `container:<name>`",
         "the engine's (`bridge`)",

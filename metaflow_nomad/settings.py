@@ -71,6 +71,7 @@ class StepSettings:
     template: str | None
     pending_timeout: float | None
     docker: DockerOptions | None = None
+    package_cache: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def describe_placement(self) -> str:
@@ -176,6 +177,7 @@ def resolve_step_settings(
         else v.token("template", raw["template"], "a template name or path"),
         pending_timeout=_pending_timeout(v, raw["pending_timeout"]),
         docker=_docker_options(v, raw, driver),
+        package_cache=v.optional_node_path("package_cache", raw["package_cache"]),
         sources=sources,
     )
 

@@ -109,6 +109,20 @@ class Validator:
             self.fail(setting, value, accepted)
         return value
 
+    def optional_node_path(self, setting, value):
+        """An absolute path on the client nodes, usable as both sides of a docker
+        bind mount (so no ':')."""
+        if value is None:
+            return None
+        if (
+            not isinstance(value, str)
+            or not value.startswith("/")
+            or ":" in value
+            or any(c in value for c in "\n\r")
+        ):
+            self.fail(setting, value, "an absolute path on the client nodes without ':'")
+        return value.rstrip("/") or "/"
+
     def optional_name(self, setting, value):
         if value is None:
             return None

@@ -19,6 +19,8 @@ from metaflow.mflog import BASH_FLUSH_LOGS, BASH_MFLOG
 from metaflow_nomad.render import s3_fetch
 
 MARKER = s3_fetch.MARKER
+# Where a node keeps its unpacked, compiled packages (the `package_cache` setting).
+PACKAGE_CACHE_ENV = "METAFLOW_NOMAD_PACKAGE_CACHE"
 S3_FETCH_FUNCTION = "mfnomad_fetch_s3"
 _S3_FETCH_DELIMITER = "MFNOMAD_S3_FETCH"
 
@@ -116,15 +118,14 @@ def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, s
     bytecode was compiled against), so a step that writes into its flow directory
     cannot change another task's; Metaflow's library (``.mf_code``: 14 MB and 900
     files, whose copy was 0.55 s of a 1.2 s no-op task) is a link to the cache
-    entry.  The cache directory is ``$METAFLOW_NOMAD_PACKAGE_CACHE`` (default
-    ``$TMPDIR`` or ``/tmp``).
+    entry.  The cache directory is ``$METAFLOW_NOMAD_PACKAGE_CACHE`` (the
+    ``package_cache`` setting; default ``$TMPDIR`` or ``/tmp``).
     """
     fetch = unquote_once(
         " && ".join(c for c in fetch_cmds if c not in ("mflog 'Task is starting.'", "flush_mflogs"))
     )
-    entry = (
-        '"${METAFLOW_NOMAD_PACKAGE_CACHE:-${TMPDIR:-/tmp}/metaflow-nomad-packages}"/'
-        + shlex.quote(code_package["sha"])
+    entry = f'"${{{PACKAGE_CACHE_ENV}:-${{TMPDIR:-/tmp}}/metaflow-nomad-packages}}"/' + shlex.quote(
+        code_package["sha"]
     )
     failed = shlex.quote(
         f"{MARKER}the task could not set up the code package from {code_package['url']} "

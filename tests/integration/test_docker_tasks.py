@@ -252,6 +252,39 @@ def test_logs_stream_while_the_container_runs_and_logs_command_reads_them(docker
     assert "STREAM-FIRST" in logs.output and "STREAM-SECOND" in logs.output
 
 
+def test_docker_tasks_share_the_nodes_package_cache_when_one_is_set(docker_s3, tmp_path):
+    """With ``package_cache`` the node's directory is mounted into every container:
+    the first task unpacks the package there, the next one starts from it."""
+    agent, s3 = docker_s3
+    cache = tmp_path / "node-package-cache"
+    env = docker_env(agent, s3, tmp_path, "docker-cache", METAFLOW_NOMAD_PACKAGE_CACHE=str(cache))
+    run = run_flow(
+        "two_step_flow.py", tmp_path, env, "--with", "nomad", top_args=("--datastore=s3",)
+    )
+    assert run.returncode == 0, run.output
+    assert "the word is cached" in run.output
+    [entry] = cache.iterdir()
+    assert (entry / ".mf_code" / "metaflow" / "__init__.py").is_file()
+    assert any((entry / ".mf_code" / "metaflow" / "__pycache__").iterdir())
+
+    def task_log(step: str) -> str:
+        logs = run_flow(
+            "two_step_flow.py",
+            tmp_path,
+            env,
+            f"{run.run_id}/{step}",
+            command="logs",
+            top_args=("--datastore=s3",),
+            copy=False,
+            timeout=120,
+        )
+        assert logs.returncode == 0, logs.output
+        return logs.output
+
+    assert "Setting up task environment." in task_log("start")
+    assert "Setting up task environment." not in task_log("end")
+
+
 @pytest.fixture(scope="module")
 def secure_docker_agent(docker_engine, tmp_path_factory):
     """ACLs and mutual TLS, as production clusters run, with the docker driver."""

@@ -27,6 +27,7 @@ GPU = "a whole number of GPUs >= 0"
 DRIVER = "one of: docker, exec, raw_exec"
 IMAGE = "a non-empty image name without spaces, e.g. python:3.11"
 NAME = "a Nomad name: letters, digits, '.', '_' or '-'"
+NODE_PATH = "an absolute path on the client nodes without ':'"
 DCS = "a non-empty list of names, e.g. ['dc1', 'east-2a']"
 CONSTRAINTS = (
     "a list of dicts with keys 'attribute', 'operator' and 'value', e.g. "
@@ -86,6 +87,9 @@ DECORATOR_CASES = [
     ("gpu_vendor", "NVIDIA!", "a device vendor such as 'nvidia' or 'amd'"),
     ("pending_timeout", -1, "seconds >= 0 (0 = no limit)"),
     ("template", "a b", "a template name or path"),
+    ("package_cache", "relative/dir", NODE_PATH),
+    ("package_cache", "/cache:/elsewhere", NODE_PATH),
+    ("package_cache", ["/cache"], NODE_PATH),
     ("network_mode", "weird", NETWORK_MODE),
     ("network_mode", "container:", NETWORK_MODE),
     ("force_pull", "maybe", "true or false"),
