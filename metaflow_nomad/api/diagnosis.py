@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from metaflow_nomad.api.connection import SETTING, ConnectionSettings
-from metaflow_nomad.api.transport import HttpError, NoAnswer
+from metaflow_nomad.api.transport import HttpError, NoAnswer, tls_context
 from metaflow_nomad.errors import NomadClientError
 
 TRANSIENT_STATUS = {500, 502, 503, 504, 429}
@@ -142,16 +142,9 @@ def _tls12_handshake_error(settings: ConnectionSettings, timeout: float = 5) -> 
     import ssl
 
     parts = urllib.parse.urlsplit(settings.address)
-    if settings.skip_verify:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context = ssl.create_default_context(cafile=settings.ca_cert)
-    context.maximum_version = ssl.TLSVersion.TLSv1_2
     try:
-        if settings.client_cert and settings.client_key:
-            context.load_cert_chain(settings.client_cert, settings.client_key)
+        context = tls_context(settings)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
         with socket.create_connection((parts.hostname, parts.port or 443), timeout) as sock:
             server_name = settings.tls_server_name or parts.hostname
             with context.wrap_socket(sock, server_hostname=server_name):

@@ -183,21 +183,8 @@ class Transport:
         return connection
 
     def _context(self):
-        """TLS verified against NOMAD_CACERT (or the system's CAs) unless skip_verify
-        is set, with the client certificate when there is one, like the Nomad CLI."""
         if self._tls_context is None:
-            import ssl
-
-            settings = self.settings
-            if settings.skip_verify:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            else:
-                context = ssl.create_default_context(cafile=settings.ca_cert)
-            if settings.client_cert and settings.client_key:
-                context.load_cert_chain(settings.client_cert, settings.client_key)
-            self._tls_context = context
+            self._tls_context = tls_context(self.settings)
         return self._tls_context
 
     def _take_idle(self) -> http.client.HTTPConnection | None:
@@ -229,6 +216,22 @@ class _TlsConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         super().connect()
         self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
+def tls_context(settings: ConnectionSettings):
+    """TLS verified against NOMAD_CACERT (or the system's CAs) unless skip_verify is
+    set, with the client certificate when there is one, like the Nomad CLI."""
+    import ssl
+
+    if settings.skip_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=settings.ca_cert)
+    if settings.client_cert and settings.client_key:
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    return context
 
 
 def _split_timeout(timeout: Timeout) -> tuple[float, float]:

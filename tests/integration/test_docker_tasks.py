@@ -238,18 +238,24 @@ def test_logs_stream_while_the_container_runs_and_logs_command_reads_them(docker
     finally:
         run.kill()
     assert run.output.index("STREAM-FIRST") < run.output.index("STREAM-SECOND")
+    logs = _task_logs("docker_stream_flow.py", tmp_path, env, f"{run_id}/start")
+    assert "STREAM-FIRST" in logs and "STREAM-SECOND" in logs
+
+
+def _task_logs(flow_file: str, workdir, env, pathspec: str) -> str:
+    """What `flow.py logs <pathspec>` prints for a task on the S3 datastore."""
     logs = run_flow(
-        "docker_stream_flow.py",
-        tmp_path,
+        flow_file,
+        workdir,
         env,
-        f"{run_id}/start",
+        pathspec,
         command="logs",
         top_args=("--datastore=s3",),
         copy=False,
         timeout=120,
     )
     assert logs.returncode == 0, logs.output
-    assert "STREAM-FIRST" in logs.output and "STREAM-SECOND" in logs.output
+    return logs.output
 
 
 def test_docker_tasks_share_the_nodes_package_cache_when_one_is_set(docker_s3, tmp_path):
@@ -266,23 +272,9 @@ def test_docker_tasks_share_the_nodes_package_cache_when_one_is_set(docker_s3, t
     [entry] = cache.iterdir()
     assert (entry / ".mf_code" / "metaflow" / "__init__.py").is_file()
     assert any((entry / ".mf_code" / "metaflow" / "__pycache__").iterdir())
-
-    def task_log(step: str) -> str:
-        logs = run_flow(
-            "two_step_flow.py",
-            tmp_path,
-            env,
-            f"{run.run_id}/{step}",
-            command="logs",
-            top_args=("--datastore=s3",),
-            copy=False,
-            timeout=120,
-        )
-        assert logs.returncode == 0, logs.output
-        return logs.output
-
-    assert "Setting up task environment." in task_log("start")
-    assert "Setting up task environment." not in task_log("end")
+    unpacked = "Setting up task environment."
+    assert unpacked in _task_logs("two_step_flow.py", tmp_path, env, f"{run.run_id}/start")
+    assert unpacked not in _task_logs("two_step_flow.py", tmp_path, env, f"{run.run_id}/end")
 
 
 @pytest.fixture(scope="module")
