@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -121,8 +122,6 @@ def _speaks_tls(address: str, timeout: float = 5) -> bool:
     A plain-HTTP POST to Nomad's HTTPS port is often cut off with a reset before
     Nomad's "HTTP request to an HTTPS server" reply can be read.
     """
-    import ssl
-
     parts = urllib.parse.urlsplit(address)
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -139,8 +138,6 @@ def _speaks_tls(address: str, timeout: float = 5) -> bool:
 
 def _tls12_handshake_error(settings: ConnectionSettings, timeout: float = 5) -> str | None:
     """The error of a TLS 1.2 handshake with the same material (None if it succeeds)."""
-    import ssl
-
     parts = urllib.parse.urlsplit(settings.address)
     try:
         context = tls_context(settings)

@@ -4,8 +4,7 @@ Kept apart from the client so that the client holds only the API and its retry
 policy; this is the one place that opens connections and decides TLS
 verification.  It uses ``http.client`` rather than ``requests`` because the
 per-task launcher imports it: ``requests`` alone costs a launcher about 10 MB
-and 0.1 s of CPU, for every task of a foreach.  TLS (``ssl``) is loaded only
-for an https:// address.
+and 0.1 s of CPU, for every task of a foreach.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json as jsonlib
 import socket
+import ssl
 import threading
 import urllib.parse
 from typing import Any, Union
@@ -221,8 +221,6 @@ class _TlsConnection(http.client.HTTPConnection):
 def tls_context(settings: ConnectionSettings):
     """TLS verified against NOMAD_CACERT (or the system's CAs) unless skip_verify is
     set, with the client certificate when there is one, like the Nomad CLI."""
-    import ssl
-
     if settings.skip_verify:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -242,8 +240,6 @@ def _split_timeout(timeout: Timeout) -> tuple[float, float]:
 
 def _no_answer(exc: OSError) -> NoAnswer:
     """How the connection failed, in words that say whether TLS or the peer did it."""
-    import ssl
-
     if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
         eof = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
         return NoAnswer(f"SSLError: {exc}", tls=True, aborted=eof)
