@@ -53,6 +53,7 @@ from render_bench import fixture, rate
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.model import run_job_prefix
+from metaflow_nomad.render.code_package import PACKAGE_CACHE_ENV
 from metaflow_nomad.render.jobspec import build_template_context, render_jobspec
 from metaflow_nomad.render.templates import choose_variant, load_template, render_template
 from metaflow_nomad.testing.docker_engine import start_engine_or_explain
@@ -91,7 +92,7 @@ class Suite:
             "docker": DOCKER_ENV,
             "docker_cached": {
                 **DOCKER_ENV,
-                "METAFLOW_NOMAD_PACKAGE_CACHE": str(workdir / "node-package-cache"),
+                PACKAGE_CACHE_ENV: str(workdir / "node-package-cache"),
             },
         }
         self.runner = FlowRunner(workdir, self.env)

@@ -16,11 +16,13 @@ from pathlib import Path
 
 from metaflow.mflog import BASH_FLUSH_LOGS, BASH_MFLOG
 
+from metaflow_nomad.config import STEP_SPECS
 from metaflow_nomad.render import s3_fetch
 
 MARKER = s3_fetch.MARKER
-# Where a node keeps its unpacked, compiled packages (the `package_cache` setting).
-PACKAGE_CACHE_ENV = "METAFLOW_NOMAD_PACKAGE_CACHE"
+# Where a node keeps its unpacked, compiled packages: the task reads the
+# `package_cache` setting under its config name.
+PACKAGE_CACHE_ENV = STEP_SPECS["package_cache"].metaflow_name
 S3_FETCH_FUNCTION = "mfnomad_fetch_s3"
 _S3_FETCH_DELIMITER = "MFNOMAD_S3_FETCH"
 

@@ -109,12 +109,13 @@ def _echo(label: str):
     """Launcher messages carry the task's label; the task's own lines do not."""
 
     def echo(msg: str, stream: str = "stderr") -> None:
-        write_line(sys.stderr, f"[nomad {label}] {msg}", drained=(sys.stdout, sys.stderr))
+        _echo_log(f"[nomad {label}] {msg}")
 
     return echo
 
 
 def _echo_log(line: str, stream: str = "stderr") -> None:
+    """One line to the runtime, after every line before it on either pipe."""
     out = sys.stderr if stream == "stderr" else sys.stdout
     write_line(out, line, drained=(sys.stdout, sys.stderr))
 
