@@ -11,8 +11,10 @@ with a management token and narrow per-namespace tokens) and mutual TLS
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -31,6 +33,10 @@ from metaflow_nomad.testing.pki import AgentPki
 from metaflow_nomad.testing.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A line of the agent's log proper, as opposed to its "==> ..." start-up messages.
+_LOG_LINE = re.compile(r"^\s+\d{4}-\d\d-\d\dT")
+STARTUP_MESSAGE_LINES = 20
 
 
 def interpreter_path() -> str:
@@ -274,10 +280,18 @@ plugin "raw_exec" {{
         )
 
     def log_tail(self, lines: int = 40) -> str:
+        """The agent's start-up messages, then the last ``lines`` log lines.
+
+        Nomad prints why it gave up ("Error starting http server: ...") among its
+        start-up messages, before it flushes the log lines it held back until
+        start-up, so a plain tail of a failed start shows only the shutdown.
+        """
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            log = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        head = list(itertools.takewhile(lambda line: not _LOG_LINE.match(line), log[:-lines]))
+        return "\n".join(head[:STARTUP_MESSAGE_LINES] + log[-lines:])
 
     def pause(self) -> None:
         """SIGSTOP the agent process only: the API hangs, running tasks carry on."""

@@ -1,12 +1,41 @@
-"""Free loopback ports for test servers (Nomad agents, S3, a second client node)."""
+"""Free loopback ports for test servers (Nomad agents, S3, a second client node).
+
+The ports come from a band below both the kernel's ephemeral range (32768-60999 by
+default, where every outgoing connection takes its local port) and Nomad's dynamic
+task ports (20000-32000).  A port picked from the ephemeral range is free only for
+an instant: between the check and the server's bind, any outgoing connection of the
+suite (a launcher's keep-alive to an agent, a boto call to S3) can take it as its own
+local port, and the agent then dies with "address already in use".  Nothing takes a
+port from this band unless it asks for that number.
+"""
 
 from __future__ import annotations
 
+import random
 import socket
+
+PORT_BAND = range(15000, 20000)
+
+# Ports handed out by this process: a caller asking for three ports gets three,
+# even before it binds any of them.
+_handed_out: set[int] = set()
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on and no connection uses."""
+    candidates = [port for port in PORT_BAND if port not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        if _is_free(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free loopback port in {PORT_BAND.start}-{PORT_BAND.stop - 1}")
