@@ -15,6 +15,8 @@ from metaflow_nomad.config import STEP_SPECS
 from metaflow_nomad.errors import NomadClientError
 
 SHOWN_DRIVERS = ("docker", "exec", "raw_exec")
+# What a node's docker driver reports when its plugin config allows bind mounts.
+DOCKER_VOLUMES_ATTRIBUTE = "driver.docker.volumes.enabled"
 
 
 def _where_set(key: str) -> str:
@@ -164,6 +166,85 @@ def requested_devices(job: dict) -> list[tuple[str, int]]:
         for task in group.get("Tasks") or []
         for device in (task.get("Resources") or {}).get("Devices") or []
     ]
+
+
+def requested_bind_mounts(job: dict) -> list[str]:
+    """The node paths a job's docker tasks bind-mount: the step's ``volumes``, the
+    package cache, a local datastore on a shared filesystem."""
+    return [
+        mount.split(":")[0]
+        for group in job.get("TaskGroups") or []
+        for task in group.get("Tasks") or []
+        if task.get("Driver") == "docker"
+        for mount in (task.get("Config") or {}).get("volumes") or []
+    ]
+
+
+def check_docker_volumes(
+    eligible: list[dict], mounts: list[str], package_cache: str | None
+) -> list[Check]:
+    """Whether the nodes' docker plugin lets the step bind-mount node paths.
+
+    The scheduler places a docker task whatever its mounts; the driver refuses it
+    on the node unless its plugin config has ``volumes { enabled = true }``, which
+    the node reports as an attribute.  Where volumes are allowed but the step has
+    no ``package_cache``, a line says what that costs.
+    """
+    docker_nodes = [
+        n for n in eligible if ((n.get("Drivers") or {}).get("docker") or {}).get("Healthy")
+    ]
+    allowing = [
+        n
+        for n in docker_nodes
+        if (n["Drivers"]["docker"].get("Attributes") or {}).get(DOCKER_VOLUMES_ATTRIBUTE) == "true"
+    ]
+    if not docker_nodes:
+        return []
+    checks = []
+    paths = ", ".join(mounts)
+    if mounts and not allowing:
+        checks.append(
+            Check(
+                FAIL,
+                "docker volumes",
+                f"the step bind-mounts {paths}, and no eligible node's docker plugin allows "
+                'it: set `volumes { enabled = true }` in the `plugin "docker"` config '
+                "of the client nodes, or drop the mounts (the step's `volumes`, "
+                f"{_where_set('package_cache')}, a local datastore).",
+            )
+        )
+    elif mounts and len(allowing) < len(docker_nodes):
+        refusing = sorted(n.get("Name", "?") for n in docker_nodes if n not in allowing)
+        checks.append(
+            Check(
+                WARN,
+                "docker volumes",
+                f"the step bind-mounts {paths}, which {', '.join(refusing)} refuse(s) "
+                f"({len(allowing)} of {len(docker_nodes)} docker node(s) allow it): a task "
+                "placed there fails. Enable volumes in their docker plugin config, or keep "
+                "the step off them with a constraint in a template override.",
+            )
+        )
+    elif mounts:
+        checks.append(
+            Check(
+                OK,
+                "docker volumes",
+                f"the step bind-mounts {paths}; allowed on {len(allowing)} node(s)",
+            )
+        )
+    if allowing and not package_cache:
+        checks.append(
+            Check(
+                INFO,
+                "package cache",
+                "not set: every docker task unpacks and byte-compiles the code package "
+                "itself (about 1 s of a no-op task); these nodes allow volumes, so set "
+                f"{_where_set('package_cache')} to a node directory, e.g. "
+                "/var/cache/metaflow-nomad.",
+            )
+        )
+    return checks
 
 
 def _matches(request: str, group: dict) -> bool:

@@ -47,7 +47,7 @@ def doctor(obj, probe, probe_step):
     report.section(f"Flow {obj.flow.name}:")
     report.add(_datastore_check(obj, steps))
     if client is not None:
-        settings = _step_settings(report, steps)
+        settings = _step_settings(report, steps, obj.flow_datastore)
         _check_steps(report, client, obj, settings)
         if probe:
             _probe(report, obj, settings, probe_step, connection)
@@ -72,16 +72,18 @@ def _datastore_check(obj, steps):
     return Check(OK, "datastore", where)
 
 
-def _step_settings(report, steps) -> list:
-    """Each step's settings as a run resolves them; a step whose settings are invalid
-    gets a FAIL line instead."""
+def _step_settings(report, steps, datastore) -> list:
+    """Each step's settings as a run renders its tasks with them (with the package
+    cache and a local datastore mounted where they would be); a step whose settings
+    are invalid gets a FAIL line instead."""
     from metaflow_nomad.api.doctor import FAIL, Check
     from metaflow_nomad.errors import NomadException
+    from metaflow_nomad.render.pipeline import task_settings
 
     resolved = []
     for name, deco in steps:
         try:
-            resolved.append((name, deco, deco.preview_settings))
+            resolved.append((name, deco, task_settings(deco.preview_settings, datastore)))
         except NomadException as exc:
             report.add(Check(FAIL, f"step '{name}' settings", str(exc)))
     return resolved

@@ -26,12 +26,14 @@ from metaflow_nomad.api.doctor import (
 )
 from metaflow_nomad.api.placement import (
     check_devices,
+    check_docker_volumes,
     check_driver,
     check_node_pool,
     check_nodes,
     check_region,
     node_lines,
     read_nodes,
+    requested_bind_mounts,
     requested_devices,
 )
 from metaflow_nomad.api.preflight import fast_client
@@ -175,6 +177,9 @@ def check_step_placement(
             hardware = [check_driver(eligible, settings.driver)]
             if isinstance(job, dict):
                 hardware += [check_devices(eligible, *d) for d in requested_devices(job)]
+                if settings.driver == "docker":
+                    mounts = requested_bind_mounts(job)
+                    hardware += check_docker_volumes(eligible, mounts, settings.package_cache)
             report.add(*hardware)
             static += hardware
     if job is None:

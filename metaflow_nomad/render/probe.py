@@ -18,7 +18,7 @@ from metaflow_nomad.config import flow_directory, read_config
 from metaflow_nomad.model import JobIdentity, TaskLaunch
 from metaflow_nomad.render import probe_task
 from metaflow_nomad.render.bootstrap import LOGS_DIR, STDERR_PATH, STDOUT_PATH, task_environment
-from metaflow_nomad.render.code_package import code_package_setup
+from metaflow_nomad.render.code_package import PACKAGE_CACHE_ENV, code_package_setup
 from metaflow_nomad.render.jobspec import RenderedJob, render_jobspec
 from metaflow_nomad.render.pipeline import step_user_env
 from metaflow_nomad.settings import StepSettings
@@ -45,6 +45,10 @@ def render_probe_job(
             probe_task.FLOW_ENV: identity.flow_name,
             probe_task.ROOT_ENV: datastore.datastore_root,
             probe_task.TOKEN_ENV: token,
+            # The node's package cache (``package_cache``) stays mounted, so that the
+            # probe shows the driver accepts the mount, but is not used: a package
+            # cached by an earlier run would hide a download that fails.
+            PACKAGE_CACHE_ENV: "",
         },
         os.environ,
     )

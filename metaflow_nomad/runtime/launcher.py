@@ -30,6 +30,8 @@ from metaflow_nomad.runtime.tracking import JobTracker, TaskEnd, end_report
 Echo = Callable[[str], None]
 # How long a failed step's launcher waits for Nomad's account of why it failed.
 NOMAD_ACCOUNT_WAIT_S = 60.0
+# Said of a failure unless the node's configuration refused the task.
+TRANSIENT_ADVICE = " This could be a transient error. Use @retry to retry."
 
 
 class TaskLauncher:
@@ -174,7 +176,7 @@ class TaskLauncher:
             self._echo(final_report)
         self._guard.stop(reason=f"task {outcome.status}")
         reason = outcome.message or outcome.status
-        advice = " This could be a transient error. Use @retry to retry."
+        advice = "" if outcome.refused_by_node else TRANSIENT_ADVICE
         if outcome.alloc_id and outcome.status != "migrated":
             tails = raw_log_tails(self._client, outcome.alloc_id, TASK_NAME)
             unseen = unseen_raw_lines(tails, streamed.shown())

@@ -32,6 +32,9 @@ class TaskOutcome:
     message: str = ""
     alloc_id: str | None = None
     node_name: str | None = None
+    # The node's configuration refused the task: another attempt fails the same way,
+    # and ``message`` says what to change.
+    refused_by_node: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -120,6 +123,24 @@ def describe_pull_failure(text: str, node: str | None) -> str | None:
     )
 
 
+_MOUNT_REFUSAL_RE = re.compile(r"volumes are not enabled; cannot mount host paths: \"([^\"]*)\"")
+
+
+def describe_mount_refusal(text: str, node: str | None) -> str | None:
+    """The docker plugin refused a bind mount: what the node must allow, or what the
+    step must stop mounting (``doctor`` finds this before a run)."""
+    match = _MOUNT_REFUSAL_RE.search(text)
+    if not match:
+        return None
+    path = match.group(1).split(":")[0]
+    return (
+        f"the docker plugin on node {node} does not allow bind mounts, and the step mounts "
+        f'{path}: set `volumes {{ enabled = true }}` in the node\'s `plugin "docker"` '
+        "config, or drop the mount (the step's `volumes`, `package_cache`, a local "
+        "datastore). `python flow.py nomad doctor` checks every node for this"
+    )
+
+
 def _is_latest(image: str) -> bool:
     name = image.rsplit("/", 1)[-1]
     return "@" not in name and (":" not in name or name.endswith(":latest"))
@@ -131,6 +152,7 @@ def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) 
     task_state = (alloc.get("TaskStates") or {}).get(task_name) or {}
     exit_code = signal = None
     oom = False
+    refused = False
     messages = []
     for event in task_state.get("Events") or []:
         details = event.get("Details") or {}
@@ -141,8 +163,11 @@ def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) 
         if event.get("Type") in FATAL_EVENTS:
             text = event.get("DisplayMessage") or event.get("DriverError") or event.get("Message")
             if text:
+                refusal = describe_mount_refusal(text, alloc.get("NodeName"))
+                refused = refused or refusal is not None
                 messages.append(
-                    describe_pull_failure(text, alloc.get("NodeName"))
+                    refusal
+                    or describe_pull_failure(text, alloc.get("NodeName"))
                     or f"{event.get('Type')}: {text}"
                 )
     desired = alloc.get("DesiredStatus", "run")
@@ -193,4 +218,5 @@ def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) 
         message=message,
         alloc_id=alloc.get("ID"),
         node_name=alloc.get("NodeName"),
+        refused_by_node=refused,
     )

@@ -168,12 +168,13 @@ class DockerEngine:
     def running_containers(self) -> list[str]:
         return self.docker("ps", "-q").stdout.split()
 
-    def nomad_plugin_config(self) -> str:
+    def nomad_plugin_config(self, volumes: bool = True) -> str:
         """The ``plugin "docker"`` block for a Nomad agent that uses this engine.
 
         Image GC is off: with Nomad's default, the imported image is deleted 3 minutes
         after its last task and cannot be pulled back.  Volumes are enabled for bind
-        mounts (e.g. a local datastore mounted at the same path).
+        mounts (e.g. a local datastore mounted at the same path) unless ``volumes`` is
+        False, Nomad's default.
         """
         return f"""plugin "docker" {{
   config {{
@@ -182,7 +183,7 @@ class DockerEngine:
       image = false
     }}
     volumes {{
-      enabled = true
+      enabled = {str(volumes).lower()}
     }}
     allow_privileged = false
   }}

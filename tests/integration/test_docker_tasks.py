@@ -277,6 +277,33 @@ def test_docker_tasks_share_the_nodes_package_cache_when_one_is_set(docker_s3, t
     assert unpacked not in _task_logs("two_step_flow.py", tmp_path, env, f"{run.run_id}/end")
 
 
+def test_a_mount_the_nodes_docker_plugin_refuses_fails_at_once_and_says_what_to_change(
+    docker_agent_without_volumes, s3_server, docker_engine, tmp_path
+):
+    agent = docker_agent_without_volumes
+    put_s3_credentials(agent, s3_server.credentials)
+    cache = tmp_path / "node-package-cache"
+    env = docker_env(
+        agent, s3_server, tmp_path, "docker-refused", METAFLOW_NOMAD_PACKAGE_CACHE=str(cache)
+    )
+    run = run_flow(
+        "two_step_flow.py", tmp_path, env, "--with", "nomad", top_args=("--datastore=s3",)
+    )
+    assert run.returncode == 1, run.output
+    assert (
+        "the docker plugin on node mf-nomad-test does not allow bind mounts, and the step "
+        f"mounts {cache}: set `volumes {{ enabled = true }}`"
+    ) in run.output
+    assert "transient" not in run.output
+    assert "Traceback" not in run.output
+    jobs = agent.api("GET", "/v1/jobs")
+    assert jobs and all(job["Stop"] and job["Status"] == "dead" for job in jobs), jobs
+    allocations = agent.api("GET", "/v1/allocations")
+    assert [a["ClientStatus"] for a in allocations] == ["failed"]
+    assert docker_engine.running_containers() == []
+    assert not cache.exists()
+
+
 @pytest.fixture(scope="module")
 def secure_docker_agent(docker_engine, tmp_path_factory):
     """ACLs and mutual TLS, as production clusters run, with the docker driver."""

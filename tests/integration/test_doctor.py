@@ -18,12 +18,19 @@ import pytest
 from metaflow_nomad.testing.local_agent import find_nomad_binary
 from metaflow_nomad.testing.ports import free_port
 from tests.support.docker import put_s3_credentials
-from tests.support.flows import agent_flow_env, clean_environ, flow_env, flow_source, run_flow
+from tests.support.flows import (
+    agent_flow_env,
+    clean_environ,
+    flow_env,
+    flow_source,
+    run_flow,
+)
 from tests.support.s3 import BUCKET, S3_TEMPLATES
 
 pytestmark = pytest.mark.integration
 
 FLOW = "nomad_flow.py"  # the user guide's example: its @nomad step is compute_on_nomad
+PACKAGE_CACHE_HINT = "info  package cache: not set: every docker task unpacks"
 CREDENTIALS_HINT = (
     "Credentials reach a task through a Nomad Variable or Vault template, or the node's "
     "environment or credentials file (see docs/s3.md)."
@@ -258,6 +265,53 @@ def test_probe_in_docker_pulls_fetches_and_reaches_s3(docker_on_s3, tmp_path):
     probe = _section(lines, "Probe with step", 5)
     assert probe[2] == "ok    code package download: the task fetched and unpacked it"
     assert probe[3].startswith("ok    datastore: the task wrote s3://")
+    assert any(line.startswith(PACKAGE_CACHE_HINT) for line in lines), result.output
+
+
+def test_probe_in_docker_mounts_the_package_cache_yet_downloads_the_package(docker_on_s3, tmp_path):
+    cache = tmp_path / "node-package-cache"
+    cache.mkdir()
+    env = {**docker_on_s3, "METAFLOW_NOMAD_PACKAGE_CACHE": str(cache)}
+    result = _doctor(tmp_path, env, "--probe")
+    assert result.returncode == 0, result.output
+    lines = _lines(result.output)
+    assert f"ok    docker volumes: the step bind-mounts {cache}; allowed on 1 node(s)" in lines
+    assert not any(line.startswith(PACKAGE_CACHE_HINT) for line in lines)
+    probe = _section(lines, "Probe with step", 5)
+    assert probe[2] == "ok    code package download: the task fetched and unpacked it"
+    # The package went to the task's own cache, where nothing fetched before can
+    # stand in for the download.
+    assert list(cache.iterdir()) == []
+
+
+def test_mounts_where_the_docker_plugin_refuses_volumes_fail_before_anything_runs(
+    docker_agent_without_volumes, tmp_path
+):
+    agent = docker_agent_without_volumes
+    cache = tmp_path / "node-package-cache"
+    env = agent_flow_env(
+        agent,
+        tmp_path,
+        extra={
+            "METAFLOW_NOMAD_DRIVER": "docker",
+            "METAFLOW_NOMAD_PACKAGE_CACHE": str(cache),
+            "METAFLOW_NOMAD_NETWORK_MODE": "host",
+        },
+    )
+    result = _doctor(tmp_path, env, "--probe")
+    jobs = agent.api("GET", "/v1/jobs")
+    assert result.returncode == 1, result.output
+    lines = _lines(result.output)
+    # The local datastore, on a shared filesystem, is mounted as well as the cache.
+    assert (
+        f"FAIL  docker volumes: the step bind-mounts {tmp_path / '.metaflow'}, {cache}, and no "
+        "eligible node's docker plugin allows it: set `volumes { enabled = true }`"
+    ) in result.output
+    assert not any(line.startswith(PACKAGE_CACHE_HINT) for line in lines)
+    assert "Probe with step 'compute_on_nomad': not run, fix the FAIL lines above first." in lines
+    assert lines[-1].startswith("Verdict: 1 of ") and "docker volumes (step" in lines[-1]
+    assert jobs == []
+    assert not cache.exists()
 
 
 def test_probe_in_docker_reports_an_image_that_cannot_be_pulled(docker_on_s3, tmp_path):

@@ -43,6 +43,21 @@ def docker_agent(docker_engine) -> Iterator[LocalAgent]:
         agent.stop()
 
 
+@pytest.fixture(scope="module")
+def docker_agent_without_volumes(docker_engine) -> Iterator[LocalAgent]:
+    """A docker node as Nomad configures one by default: bind mounts refused."""
+    agent = LocalAgent(
+        options=AgentOptions(
+            env=agent_path_env(), docker_plugin=docker_engine.nomad_plugin_config(volumes=False)
+        )
+    )
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
 def put_s3_credentials(agent: LocalAgent, credentials: dict[str, str]) -> None:
     """`nomad var put nomad/jobs ...`: how an operator gives every job of a namespace
     its S3 credentials without writing them into a jobspec."""

@@ -6,12 +6,14 @@ tests/integration/test_doctor.py."""
 from __future__ import annotations
 
 from metaflow_nomad.api.diagnosis import one_line
-from metaflow_nomad.api.doctor import FAIL, OK, Check, _denial, settings_report
+from metaflow_nomad.api.doctor import FAIL, INFO, OK, WARN, Check, _denial, settings_report
 from metaflow_nomad.api.placement import (
     check_devices,
+    check_docker_volumes,
     check_driver,
     check_nodes,
     node_lines,
+    requested_bind_mounts,
     requested_devices,
 )
 from metaflow_nomad.errors import NomadClientError
@@ -175,3 +177,54 @@ def test_the_verdict_counts_failures_with_where_they_are():
     ok.add(Check(OK, "address", "fine"))
     assert ok.verdict() is True
     assert said[-1] == "Verdict: all 1 checks passed."
+
+
+def _docker_node(name, volumes):
+    attributes = {"driver.docker.volumes.enabled": "true"} if volumes else {}
+    return node(name, drivers={"docker": {"Healthy": True, "Attributes": attributes}})
+
+
+def test_bind_mounts_are_read_from_the_docker_tasks_of_the_job():
+    job = {
+        "TaskGroups": [
+            {
+                "Tasks": [
+                    {"Driver": "docker", "Config": {"volumes": ["/cache:/cache", "/d:/in:ro"]}},
+                    {"Driver": "raw_exec", "Config": {"volumes": ["/ignored:/x"]}},
+                    {"Driver": "docker", "Config": {"image": "python:3.11"}},
+                ]
+            }
+        ]
+    }
+    assert requested_bind_mounts(job) == ["/cache", "/d"]
+
+
+def test_mounts_fail_where_no_docker_plugin_allows_volumes_and_say_how_to_allow_them():
+    [line] = check_docker_volumes([_docker_node("a", False)], ["/cache"], "/cache")
+    assert line.status == FAIL
+    assert "bind-mounts /cache" in line.detail
+    assert "volumes { enabled = true }" in line.detail
+    assert "METAFLOW_NOMAD_PACKAGE_CACHE" in line.detail
+
+
+def test_mounts_warn_when_some_nodes_refuse_them_and_name_those_nodes():
+    nodes = [_docker_node("a", True), _docker_node("b", False), _docker_node("c", False)]
+    [line] = check_docker_volumes(nodes, ["/cache"], "/cache")
+    assert line.status == WARN
+    assert "b, c refuse(s)" in line.detail
+    assert "1 of 3" in line.detail
+
+
+def test_mounts_pass_where_allowed_and_only_docker_nodes_count():
+    nodes = [_docker_node("a", True), node("raw")]
+    [line] = check_docker_volumes(nodes, ["/cache"], "/cache")
+    assert (line.status, line.detail) == (OK, "the step bind-mounts /cache; allowed on 1 node(s)")
+
+
+def test_without_a_package_cache_nodes_that_allow_volumes_get_the_hint_and_others_not():
+    [hint] = check_docker_volumes([_docker_node("a", True)], [], None)
+    assert hint.status == INFO
+    assert hint.name == "package cache"
+    assert "METAFLOW_NOMAD_PACKAGE_CACHE" in hint.detail
+    assert check_docker_volumes([_docker_node("a", False)], [], None) == []
+    assert check_docker_volumes([node("raw")], ["/cache"], None) == []

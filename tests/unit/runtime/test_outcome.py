@@ -215,3 +215,24 @@ def test_image_pull_failure_names_image_node_and_dockers_reason(image, note):
         "Check the image name and tag, that the node can reach the registry, and the "
         "node's registry credentials (docs/docker.md)"
     )
+
+
+def test_a_bind_mount_the_docker_plugin_refuses_says_what_to_change_and_is_not_transient():
+    # Nomad 1.6.1's event, as recorded from a docker node without `volumes { enabled }`.
+    text = (
+        'Failed to create container configuration for image "python:3.11" ("sha256:ede4"): '
+        'volumes are not enabled; cannot mount host paths: "/srv/cache:/srv/cache"'
+    )
+    alloc = _alloc([{"Type": "Driver Failure", "DisplayMessage": text}, NOT_RESTARTING])
+    alloc["NodeName"] = "edge-3"
+    outcome = outcome_from_allocation(alloc, "metaflow", 512)
+    assert outcome.refused_by_node
+    assert outcome.message.startswith(
+        "the docker plugin on node edge-3 does not allow bind mounts, and the step mounts "
+        '/srv/cache: set `volumes { enabled = true }` in the node\'s `plugin "docker"` config'
+    )
+    assert "nomad doctor" in outcome.message
+    other = {"Type": "Driver Failure", "DisplayMessage": "no such file"}
+    assert not outcome_from_allocation(
+        _alloc([other, NOT_RESTARTING]), "metaflow", 1
+    ).refused_by_node
