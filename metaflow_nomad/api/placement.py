@@ -180,71 +180,66 @@ def requested_bind_mounts(job: dict) -> list[str]:
     ]
 
 
-def check_docker_volumes(
-    eligible: list[dict], mounts: list[str], package_cache: str | None
-) -> list[Check]:
+def _docker_nodes(eligible: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The nodes with a healthy docker driver, and those of them that allow volumes."""
+    docker = [n for n in eligible if ((n.get("Drivers") or {}).get("docker") or {}).get("Healthy")]
+    allowing = [
+        n
+        for n in docker
+        if (n["Drivers"]["docker"].get("Attributes") or {}).get(DOCKER_VOLUMES_ATTRIBUTE) == "true"
+    ]
+    return docker, allowing
+
+
+def check_docker_volumes(eligible: list[dict], mounts: list[str]) -> Check | None:
     """Whether the nodes' docker plugin lets the step bind-mount node paths.
 
     The scheduler places a docker task whatever its mounts; the driver refuses it
     on the node unless its plugin config has ``volumes { enabled = true }``, which
-    the node reports as an attribute.  Where volumes are allowed but the step has
-    no ``package_cache``, a line says what that costs.
+    the node reports as an attribute.  None when nothing is mounted or no node runs
+    docker (the driver's own line says so).
     """
-    docker_nodes = [
-        n for n in eligible if ((n.get("Drivers") or {}).get("docker") or {}).get("Healthy")
-    ]
-    allowing = [
-        n
-        for n in docker_nodes
-        if (n["Drivers"]["docker"].get("Attributes") or {}).get(DOCKER_VOLUMES_ATTRIBUTE) == "true"
-    ]
-    if not docker_nodes:
-        return []
-    checks = []
+    docker, allowing = _docker_nodes(eligible)
+    if not mounts or not docker:
+        return None
     paths = ", ".join(mounts)
-    if mounts and not allowing:
-        checks.append(
-            Check(
-                FAIL,
-                "docker volumes",
-                f"the step bind-mounts {paths}, and no eligible node's docker plugin allows "
-                'it: set `volumes { enabled = true }` in the `plugin "docker"` config '
-                "of the client nodes, or drop the mounts (the step's `volumes`, "
-                f"{_where_set('package_cache')}, a local datastore).",
-            )
+    if not allowing:
+        return Check(
+            FAIL,
+            "docker volumes",
+            f"the step bind-mounts {paths}, and no eligible node's docker plugin allows "
+            'it: set `volumes { enabled = true }` in the `plugin "docker"` config '
+            "of the client nodes, or drop the mounts (the step's `volumes`, "
+            f"{_where_set('package_cache')}, a local datastore).",
         )
-    elif mounts and len(allowing) < len(docker_nodes):
-        refusing = sorted(n.get("Name", "?") for n in docker_nodes if n not in allowing)
-        checks.append(
-            Check(
-                WARN,
-                "docker volumes",
-                f"the step bind-mounts {paths}, which {', '.join(refusing)} refuse(s) "
-                f"({len(allowing)} of {len(docker_nodes)} docker node(s) allow it): a task "
-                "placed there fails. Enable volumes in their docker plugin config, or keep "
-                "the step off them with a constraint in a template override.",
-            )
+    if len(allowing) < len(docker):
+        refusing = sorted(n.get("Name", "?") for n in docker if n not in allowing)
+        return Check(
+            WARN,
+            "docker volumes",
+            f"the step bind-mounts {paths}, which {', '.join(refusing)} refuse(s) "
+            f"({len(allowing)} of {len(docker)} docker node(s) allow it): a task "
+            "placed there fails. Enable volumes in their docker plugin config, or keep "
+            "the step off them with a constraint in a template override.",
         )
-    elif mounts:
-        checks.append(
-            Check(
-                OK,
-                "docker volumes",
-                f"the step bind-mounts {paths}; allowed on {len(allowing)} node(s)",
-            )
-        )
-    if allowing and not package_cache:
-        checks.append(
-            Check(
-                INFO,
-                "package cache",
-                "not set: every docker task unpacks and byte-compiles the code package "
-                "itself (about 1 s of a no-op task); these nodes allow volumes, so set "
-                f"{_where_set('package_cache')} to a node directory, e.g. "
-                "/var/cache/metaflow-nomad.",
-            )
-        )
-    return checks
+    return Check(
+        OK, "docker volumes", f"the step bind-mounts {paths}; allowed on {len(allowing)} node(s)"
+    )
+
+
+def package_cache_hint(eligible: list[dict], package_cache: str | None) -> Check | None:
+    """What a docker step without ``package_cache`` pays, where the nodes would allow it."""
+    _, allowing = _docker_nodes(eligible)
+    if package_cache or not allowing:
+        return None
+    return Check(
+        INFO,
+        "package cache",
+        "not set: every docker task unpacks and byte-compiles the code package "
+        "itself (about 1 s of a no-op task); these nodes allow volumes, so set "
+        f"{_where_set('package_cache')} to a node directory, e.g. "
+        "/var/cache/metaflow-nomad.",
+    )
 
 
 def _matches(request: str, group: dict) -> bool:

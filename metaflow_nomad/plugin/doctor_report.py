@@ -32,6 +32,7 @@ from metaflow_nomad.api.placement import (
     check_nodes,
     check_region,
     node_lines,
+    package_cache_hint,
     read_nodes,
     requested_bind_mounts,
     requested_devices,
@@ -178,8 +179,11 @@ def check_step_placement(
             if isinstance(job, dict):
                 hardware += [check_devices(eligible, *d) for d in requested_devices(job)]
                 if settings.driver == "docker":
-                    mounts = requested_bind_mounts(job)
-                    hardware += check_docker_volumes(eligible, mounts, settings.package_cache)
+                    docker = [
+                        check_docker_volumes(eligible, requested_bind_mounts(job)),
+                        package_cache_hint(eligible, settings.package_cache),
+                    ]
+                    hardware += [check for check in docker if check]
             report.add(*hardware)
             static += hardware
     if job is None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from metaflow_nomad.api.lookup import find_jobs
+from tests.support.flows import wait_for
 
 pytestmark = pytest.mark.integration
+
+PENDING = "Task is pending: task group 'step' cannot be placed"
 
 
 def _assert_gave_up(result, client, flow_name: str, seconds: str, reason: str) -> None:
@@ -67,7 +69,7 @@ def test_unsatisfiable_constraint_with_timeout_from_the_environment(run_flow, no
     )
 
 
-def test_job_stopped_while_pending_ends_the_task_without_retry(run_flow, nomad_client):
+def test_job_stopped_while_pending_ends_the_task_without_retry(run_flow, nomad_client, tmp_path):
     """No pending_timeout here: only the external `nomad job stop` can end the wait."""
     result = {}
     thread = threading.Thread(
@@ -75,17 +77,19 @@ def test_job_stopped_while_pending_ends_the_task_without_retry(run_flow, nomad_c
     )
     thread.start()
     try:
-        deadline = time.monotonic() + 90
-        jobs = []
-        while not jobs:
-            assert time.monotonic() < deadline, "the job was never submitted"
-            time.sleep(0.2)
-            jobs = find_jobs(nomad_client, "TrackConstraintFlow", None, prefix="mf-trackconstr")
+        # Stop it once the launcher has said why it waits: a stop before the scheduler's
+        # first verdict would test a job stopped before it was ever pending.
+        output = tmp_path / "output.log"
+        wait_for(
+            lambda: output.exists() and PENDING in output.read_text(errors="replace"),
+            90,
+            "the pending diagnosis",
+        )
+        jobs = find_jobs(nomad_client, "TrackConstraintFlow", None, prefix="mf-trackconstr")
         nomad_client.deregister(jobs[0]["ID"])
     finally:
         thread.join(120)
     run = result["r"]
     assert run.returncode != 0
-    assert "Task is pending: task group 'step' cannot be placed" in run.output
     assert "the Nomad job was stopped before it was placed" in run.output
     assert "This failed task will not be retried." in run.output

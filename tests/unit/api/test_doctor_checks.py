@@ -13,6 +13,7 @@ from metaflow_nomad.api.placement import (
     check_driver,
     check_nodes,
     node_lines,
+    package_cache_hint,
     requested_bind_mounts,
     requested_devices,
 )
@@ -200,7 +201,7 @@ def test_bind_mounts_are_read_from_the_docker_tasks_of_the_job():
 
 
 def test_mounts_fail_where_no_docker_plugin_allows_volumes_and_say_how_to_allow_them():
-    [line] = check_docker_volumes([_docker_node("a", False)], ["/cache"], "/cache")
+    line = check_docker_volumes([_docker_node("a", False)], ["/cache"])
     assert line.status == FAIL
     assert "bind-mounts /cache" in line.detail
     assert "volumes { enabled = true }" in line.detail
@@ -209,7 +210,7 @@ def test_mounts_fail_where_no_docker_plugin_allows_volumes_and_say_how_to_allow_
 
 def test_mounts_warn_when_some_nodes_refuse_them_and_name_those_nodes():
     nodes = [_docker_node("a", True), _docker_node("b", False), _docker_node("c", False)]
-    [line] = check_docker_volumes(nodes, ["/cache"], "/cache")
+    line = check_docker_volumes(nodes, ["/cache"])
     assert line.status == WARN
     assert "b, c refuse(s)" in line.detail
     assert "1 of 3" in line.detail
@@ -217,14 +218,17 @@ def test_mounts_warn_when_some_nodes_refuse_them_and_name_those_nodes():
 
 def test_mounts_pass_where_allowed_and_only_docker_nodes_count():
     nodes = [_docker_node("a", True), node("raw")]
-    [line] = check_docker_volumes(nodes, ["/cache"], "/cache")
+    line = check_docker_volumes(nodes, ["/cache"])
     assert (line.status, line.detail) == (OK, "the step bind-mounts /cache; allowed on 1 node(s)")
+    assert check_docker_volumes(nodes, []) is None
+    assert check_docker_volumes([node("raw")], ["/cache"]) is None
 
 
-def test_without_a_package_cache_nodes_that_allow_volumes_get_the_hint_and_others_not():
-    [hint] = check_docker_volumes([_docker_node("a", True)], [], None)
+def test_the_package_cache_hint_is_for_nodes_that_allow_volumes_and_steps_without_one():
+    hint = package_cache_hint([_docker_node("a", True)], None)
     assert hint.status == INFO
     assert hint.name == "package cache"
     assert "METAFLOW_NOMAD_PACKAGE_CACHE" in hint.detail
-    assert check_docker_volumes([_docker_node("a", False)], [], None) == []
-    assert check_docker_volumes([node("raw")], ["/cache"], None) == []
+    assert package_cache_hint([_docker_node("a", True)], "/cache") is None
+    assert package_cache_hint([_docker_node("a", False)], None) is None
+    assert package_cache_hint([node("raw")], None) is None
