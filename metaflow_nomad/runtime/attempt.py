@@ -108,7 +108,7 @@ def _prepare_retry(client, plan: AttemptPlan, echo) -> None:
 def _echo(label: str):
     """Launcher messages carry the task's label; the task's own lines do not."""
 
-    def echo(msg: str, stream: str = "stderr") -> None:
+    def echo(msg: str) -> None:
         _echo_log(f"[nomad {label}] {msg}")
 
     return echo
