@@ -63,14 +63,15 @@ def rate(operation: Callable[[], object], window_s: float) -> float:
 def cold() -> dict:
     """Seconds a fresh process spends importing the render path, then rendering once and twice."""
     started = time.perf_counter()
-    from metaflow_nomad.render.jobspec import render_jobspec
+    from metaflow_nomad.render.inputs import RenderInputs
+    from metaflow_nomad.render.jobspec import render_job, step_request
 
     imported = time.perf_counter()
     settings, identity, launch = fixture()
     prepared = time.perf_counter()
-    render_jobspec(settings, identity, launch)
+    render_job(step_request(settings, identity, launch), RenderInputs())
     first = time.perf_counter()
-    render_jobspec(settings, identity, launch)
+    render_job(step_request(settings, identity, launch), RenderInputs())
     second = time.perf_counter()
     return {
         "import_s": imported - started,

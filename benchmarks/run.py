@@ -54,8 +54,10 @@ from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.model import run_job_prefix
 from metaflow_nomad.render.code_package import PACKAGE_CACHE_ENV
-from metaflow_nomad.render.jobspec import build_template_context, render_jobspec
-from metaflow_nomad.render.templates import choose_variant, load_template, render_template
+from metaflow_nomad.render.context import template_context
+from metaflow_nomad.render.inputs import RenderInputs
+from metaflow_nomad.render.jobspec import job_template, render_job, step_request
+from metaflow_nomad.render.templates import STEP_TEMPLATE, render_template
 from metaflow_nomad.testing.docker_engine import start_engine_or_explain
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
 
@@ -284,8 +286,9 @@ class Suite:
 
     def render(self, reps: int, window_s: float) -> None:
         settings, identity, launch = fixture()
-        loaded = load_template(settings.template, choose_variant(settings.gpu, False))
-        context = build_template_context(settings, identity, launch, loaded)
+        request, inputs = step_request(settings, identity, launch), RenderInputs()
+        loaded = job_template(request, inputs, STEP_TEMPLATE)
+        context = template_context(request, loaded, inputs).as_template_vars()
         client = NomadClient(ConnectionSettings(address=self.agent.address))
         hcl_bytes = len(render_template(loaded, context))
         self.metric(
@@ -295,22 +298,22 @@ class Suite:
             f"render_template, warm, {hcl_bytes} bytes of HCL",
         )
         self.metric(
-            "render_jobspec_per_s",
+            "render_job_per_s",
             [
-                rate(lambda: render_jobspec(settings, identity, launch), window_s)
+                rate(lambda: render_job(step_request(settings, identity, launch), inputs), window_s)
                 for _ in range(reps)
             ],
             "1/s",
-            "render_jobspec (template lookup + context + render), warm",
+            "render_job (template lookup + context + render), warm",
         )
         self.metric(
             "render_parse_per_s",
             [
-                rate(lambda: client.parse(render_jobspec(settings, identity, launch).hcl), window_s)
+                rate(lambda: client.parse(render_job(request, inputs).hcl), window_s)
                 for _ in range(reps)
             ],
             "1/s",
-            "render_jobspec + POST /v1/jobs/parse round trip, one connection",
+            "render_job + POST /v1/jobs/parse round trip, one connection",
         )
         script = Path(__file__).resolve().parent / "render_bench.py"
         colds = [
@@ -327,8 +330,8 @@ class Suite:
         ]
         notes = {
             "import_s": "fresh interpreter: import metaflow_nomad.jobspec (Jinja)",
-            "first_render_s": "fresh interpreter: first render_jobspec (compiles the template)",
-            "warm_render_s": "fresh interpreter: second render_jobspec",
+            "first_render_s": "fresh interpreter: first render_job (compiles the template)",
+            "warm_render_s": "fresh interpreter: second render_job",
         }
         for key, note in notes.items():
             self.metric("cold_render_" + key, [c[key] for c in colds], "s", note)

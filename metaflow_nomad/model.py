@@ -24,6 +24,8 @@ META_USER = "metaflow.user"
 META_TEMPLATE = "metaflow.template"
 META_TEMPLATE_VERSION = "metaflow.template_version"
 META_TEMPLATE_SHA256 = "metaflow.template_sha256"
+# A deployed flow's jobs (step jobs and runner jobs) name their deployment.
+META_DEPLOYMENT = "metaflow.deployment"
 
 _ID_UNSAFE = re.compile(r"[^a-z0-9-]+")
 

@@ -15,7 +15,6 @@ from metaflow_nomad.config import (
     is_truthy,
     setting_source,
 )
-from metaflow_nomad.model import TlsMaterial
 
 DEFAULT_ADDRESS = "http://127.0.0.1:4646"
 # Where each connection setting is set, for messages that tell users what to set.
@@ -66,19 +65,3 @@ class ConnectionSettings:
     @property
     def uses_mtls(self) -> bool:
         return self.address.startswith("https://") and bool(self.client_cert)
-
-
-def task_tls_material(
-    settings: ConnectionSettings, task_tls_dir: str | None, driver: str
-) -> TlsMaterial | None:
-    """What the mtls template variant needs, when the cluster is reached over mTLS.
-
-    ``task_tls_dir`` (METAFLOW_NOMAD_TASK_TLS_DIR) is a directory on every client
-    node holding ca.pem, client.pem and client-key.pem.  Only paths travel in the
-    jobspec, never key material.  raw_exec and exec tasks use the directory in
-    place; docker tasks get it bind-mounted read-only at a fixed path.
-    """
-    if not task_tls_dir or not settings.uses_mtls:
-        return None
-    task_dir = "/etc/metaflow-nomad/tls" if driver == "docker" else task_tls_dir
-    return TlsMaterial(address=settings.address, source_dir=task_tls_dir, task_dir=task_dir)

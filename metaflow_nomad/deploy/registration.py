@@ -14,16 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from metaflow_nomad.api.client import NomadClient
-from metaflow_nomad.config import STEP_JOBS_ENV, flow_directory, read_config
+from metaflow_nomad.config import STEP_JOBS_ENV
 from metaflow_nomad.deploy.naming import schedule_job_id
-from metaflow_nomad.deploy.runner_job import (
-    SCHEDULE,
-    RunnerJob,
-    parse_runner_job,
-    render_runner_job,
-)
-from metaflow_nomad.deploy.step_jobs import META_DEPLOYMENT, META_STEP_JOBS_VERSION
-from metaflow_nomad.model import flow_job_prefix
+from metaflow_nomad.deploy.runner_job import SCHEDULE, RunnerJob, parse_runner_job
+from metaflow_nomad.deploy.step_jobs import META_STEP_JOBS_VERSION
+from metaflow_nomad.model import META_DEPLOYMENT, flow_job_prefix
 from metaflow_nomad.render.jobspec import RenderedJob, parse_jobspec
 
 Echo = Callable[[str], None]
@@ -33,30 +28,26 @@ def register_deployment(
     client: NomadClient,
     flow_name: str,
     step_jobs: Sequence[RenderedJob],
-    runner_jobs: Sequence[RunnerJob],
+    runner_jobs: Sequence[tuple[RunnerJob, RenderedJob]],
     namespace: str | None,
     echo: Echo,
 ) -> list[str]:
     """Parse everything, then register the step jobs and the runner jobs; remove a
     periodic job the flow no longer has and step jobs no run uses any more.
     Returns one line per runner job for the user."""
-    templates_dir = read_config().get("NOMAD_TEMPLATES_DIR")
     steps = [(rendered, parse_jobspec(rendered, client)) for rendered in step_jobs]
-    runners = []
-    for job in runner_jobs:
-        rendered = render_runner_job(job, flow_directory(), templates_dir)
-        runners.append((job, rendered, parse_runner_job(rendered, client)))
+    runners = [(job, rendered, parse_runner_job(rendered, client)) for job, rendered in runner_jobs]
     for rendered, job_json in steps:
         client.register(job_json, source=rendered.hcl)
     lines = []
     for job, rendered, job_json in runners:
         client.register(job_json, source=rendered.hcl)
         lines.append(_describe(job, job_json.get("Namespace") or namespace))
-    deployment = runner_jobs[0].job_id
-    if not any(job.trigger.kind == SCHEDULE for job in runner_jobs):
+    deployment = runner_jobs[0][0].job_id
+    if not any(job.trigger.kind == SCHEDULE for job, _ in runner_jobs):
         _drop_schedule(client, deployment, namespace, echo)
     keep = versions_in_use(client, deployment, namespace)
-    keep.add(step_jobs[0].context["meta"][META_STEP_JOBS_VERSION])
+    keep.add(step_jobs[0].context.meta[META_STEP_JOBS_VERSION])
     for job in deployment_step_jobs(client, flow_name, deployment):
         if step_jobs_version(job) not in keep:
             client.deregister(job["ID"], purge=True, namespace=job.get("Namespace"))

@@ -8,68 +8,38 @@ what a deployment registers.
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from metaflow_nomad.errors import NomadParseError
-from metaflow_nomad.model import (
-    META_FLOW_NAME,
-    META_TEMPLATE,
-    META_TEMPLATE_SHA256,
-    META_TEMPLATE_VERSION,
-    TaskLaunch,
-)
+from metaflow_nomad.model import META_FLOW_NAME, TaskLaunch
 from metaflow_nomad.render.bootstrap import (
     STOP_SIGNAL_TRAPS,
     forward_stop_signals,
 )
 from metaflow_nomad.render.code_package import code_package_setup
-from metaflow_nomad.render.jobspec import (
-    BOOTSTRAP_ARGS,
-    COMMAND_ENV,
-    RenderedJob,
-    parse_jobspec,
-    placement_context,
-)
-from metaflow_nomad.render.templates import (
-    TEMPLATE_API_VERSION,
-    LoadedTemplate,
-    load_template,
-    render_template,
-)
+from metaflow_nomad.render.context import JobRequest, RunnerTrigger
+from metaflow_nomad.render.inputs import RenderInputs
+from metaflow_nomad.render.jobspec import RenderedJob, parse_jobspec, render_job
+from metaflow_nomad.render.templates import RUNNER_TEMPLATE
 from metaflow_nomad.settings import StepSettings
 
-RUNNER_TEMPLATE = "runner"
 RUNNER_TASK = "runner"
 RUNNER_KILL_TIMEOUT = "90s"
 DISPATCH = "dispatch"
 SCHEDULE = "schedule"
 
 # Job Meta of runner jobs: what `status`, `list-runs` and `from_deployment` read back.
-META_DEPLOYMENT = "metaflow.deployment"
 META_RUNNER_KIND = "metaflow.runner_kind"
 META_OWNER = "metaflow.owner"
 META_PRODUCTION_TOKEN = "metaflow.production_token"
-META_PROJECT = "metaflow.project_name"
-META_BRANCH = "metaflow.branch_name"
 META_PARAMETERS = "metaflow.parameters"
-META_STEP_NAMES = "metaflow.step_names"
 
 # The runner reaches Nomad only through the Task API socket, with its workload identity.
 TASK_API_EXPORT = 'export METAFLOW_NOMAD_ADDRESS="unix://${NOMAD_SECRETS_DIR}/api.sock"'
-
-
-@dataclass(frozen=True)
-class RunnerTrigger:
-    """What starts the runner job: a dispatch (with parameters) or a cron schedule."""
-
-    kind: str
-    meta_optional: tuple[str, ...] = ()
-    cron: str | None = None
-    time_zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +53,6 @@ class RunnerJob:
     meta: Mapping[str, str]
     deployment: Mapping[str, Any]
     template: str | None = None
-    values: Mapping[str, Any] = field(default_factory=dict)
 
 
 def runner_launch(
@@ -108,58 +77,23 @@ def runner_launch(
     return TaskLaunch(script=script, env=dict(env))
 
 
-def runner_context(job: RunnerJob, template: LoadedTemplate) -> dict[str, Any]:
-    """The variables a runner template may use (nomad_templates/README.md)."""
-    settings = job.settings
-    env = dict(settings.env)
-    env.update(job.launch.env)
-    env[COMMAND_ENV] = base64.b64encode(job.launch.script.encode()).decode()
-    meta = dict(settings.meta)
-    meta.update(job.meta)
-    meta.update(
-        {
-            META_TEMPLATE: template.name,
-            META_TEMPLATE_VERSION: template.api_version,
-            META_TEMPLATE_SHA256: template.sha256,
-        }
-    )
-    return {
-        "job_id": job.job_id,
-        **placement_context(settings),
-        "meta": meta,
-        "trigger": {
-            "kind": job.trigger.kind,
-            "meta_optional": list(job.trigger.meta_optional),
-            "cron": job.trigger.cron,
-            "time_zone": job.trigger.time_zone,
-        },
-        "task_name": RUNNER_TASK,
-        "driver": settings.driver,
-        "image": settings.image,
-        "command": "/bin/bash",
-        "args": list(BOOTSTRAP_ARGS),
-        "env": env,
-        "cpu": settings.cpu,
-        "memory": settings.memory,
-        "disk": settings.disk,
-        "kill_timeout": RUNNER_KILL_TIMEOUT,
-        "deployment": dict(job.deployment),
-        "values": dict(job.values),
-        "template_api": TEMPLATE_API_VERSION,
-    }
-
-
-def render_runner_job(
-    job: RunnerJob, flow_dir: str | None = None, templates_dir: str | None = None
-) -> RenderedJob:
-    template = load_template(job.template, RUNNER_TEMPLATE, flow_dir, templates_dir)
-    context = runner_context(job, template)
-    return RenderedJob(
+def runner_request(job: RunnerJob) -> JobRequest:
+    """The runner job as a job request: no task ids, no TLS material."""
+    return JobRequest(
         job_id=job.job_id,
-        hcl=render_template(template, context),
-        template=template,
-        context=context,
+        settings=dataclasses.replace(job.settings, template=job.template),
+        launch=job.launch,
+        meta=job.meta,
+        trigger=job.trigger,
+        deployment=job.deployment,
+        task_name=RUNNER_TASK,
+        kill_timeout=RUNNER_KILL_TIMEOUT,
+        uses_tls=False,
     )
+
+
+def render_runner_job(job: RunnerJob, inputs: RenderInputs) -> RenderedJob:
+    return render_job(runner_request(job), inputs, RUNNER_TEMPLATE)
 
 
 def parse_runner_job(rendered: RenderedJob, client) -> dict:

@@ -17,35 +17,33 @@ run in flight keeps dispatching the step jobs it started with.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
 import shlex
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from metaflow_nomad.errors import NomadException
 from metaflow_nomad.model import (
     META_ATTEMPT,
+    META_DEPLOYMENT,
     META_FLOW_NAME,
     META_RUN_ID,
     META_STEP_NAME,
     META_TASK_ID,
-    META_TEMPLATE,
-    META_TEMPLATE_SHA256,
-    META_TEMPLATE_VERSION,
     META_USER,
     JobIdentity,
     TaskLaunch,
-    TlsMaterial,
     deployed_step_job_id,
 )
 from metaflow_nomad.render.command_line import INPUT_PATHS_CHUNK
-from metaflow_nomad.render.jobspec import COMMAND_ENV, RenderedJob, build_template_context
-from metaflow_nomad.render.templates import choose_variant, load_template, render_template
+from metaflow_nomad.render.context import Dispatch, JobRequest, TaskIds, template_context
+from metaflow_nomad.render.inputs import RenderInputs
+from metaflow_nomad.render.jobspec import RenderedJob, job_template, render_context
+from metaflow_nomad.render.templates import STEP_TEMPLATE
 from metaflow_nomad.settings import StepSettings
 
-META_DEPLOYMENT = "metaflow.deployment"
 META_STEP_JOB = "metaflow.step_job"
 META_STEP_JOBS_VERSION = "metaflow.step_jobs_version"
 COMMAND_META = "mf_command"
@@ -61,104 +59,63 @@ def _runtime(meta_key: str) -> str:
     return "${NOMAD_META_" + meta_key + "}"
 
 
-def step_job_context(
-    flow_name: str,
-    step_name: str,
-    settings: StepSettings,
-    deployment: str,
-    tls: TlsMaterial | None,
-    values: Mapping[str, Any],
-    flow_dir: str | None,
-    templates_dir: str | None,
-):
-    """The step's template and its context, as a parameterized job (ID not set yet).
+def step_job_request(
+    flow_name: str, step_name: str, settings: StepSettings, deployment: str
+) -> JobRequest:
+    """The step's parameterized job (its ID and version are set once all steps'
+    jobs are known).
 
     The per-attempt fields of the contract (``metaflow.run_id``, ``task_id``,
     ``attempt``, ``user``) are Nomad runtime references to the dispatch meta.
     """
-    template = load_template(
-        settings.template, choose_variant(settings.gpu, tls is not None), flow_dir, templates_dir
+    return JobRequest(
+        job_id="",
+        settings=settings,
+        launch=TaskLaunch(script="", env={}),
+        meta={META_DEPLOYMENT: deployment, META_STEP_JOB: step_name},
+        ids=TaskIds(
+            flow_name=flow_name,
+            run_id=_runtime(META_RUN_ID),
+            step_name=step_name,
+            task_id=_runtime(META_TASK_ID),
+            attempt=_runtime(META_ATTEMPT),
+            user=_runtime(META_USER),
+        ),
+        script_ref=_runtime(COMMAND_META),
+        dispatch=Dispatch(
+            meta_required=(*IDENTITY_META, COMMAND_META),
+            meta_optional=tuple(INPUT_PATHS_META.format(i) for i in range(MAX_INPUT_PATH_CHUNKS)),
+        ),
     )
-    placeholder = JobIdentity(
-        flow_name=flow_name,
-        run_id=_runtime(META_RUN_ID),
-        step_name=step_name,
-        task_id=_runtime(META_TASK_ID),
-        attempt=0,
-        user=_runtime(META_USER),
-    )
-    context = build_template_context(
-        settings, placeholder, TaskLaunch(script="", env={}), template, tls, values
-    )
-    context["env"][COMMAND_ENV] = _runtime(COMMAND_META)
-    context["metaflow"]["attempt"] = _runtime(META_ATTEMPT)
-    meta = dict(settings.meta)
-    meta.update(
-        {
-            META_DEPLOYMENT: deployment,
-            META_STEP_JOB: step_name,
-            META_TEMPLATE: template.name,
-            META_TEMPLATE_VERSION: template.api_version,
-            META_TEMPLATE_SHA256: template.sha256,
-        }
-    )
-    context["meta"] = meta
-    context["dispatch"] = {
-        "meta_required": [*IDENTITY_META, COMMAND_META],
-        "meta_optional": [INPUT_PATHS_META.format(i) for i in range(MAX_INPUT_PATH_CHUNKS)],
-    }
-    return template, context
 
 
-def generation(deployment: str, contexts: list[tuple[Any, dict]]) -> str:
+def generation(deployment: str, contexts) -> str:
     """A short hash of everything the step jobs are rendered from."""
     digest = hashlib.sha256(deployment.encode())
     for template, context in contexts:
         digest.update(template.sha256.encode())
-        digest.update(json.dumps(context, sort_keys=True, default=str).encode())
+        digest.update(json.dumps(context.as_template_vars(), sort_keys=True, default=str).encode())
     return digest.hexdigest()[:8]
 
 
 def render_step_jobs(
-    flow_name: str,
-    deployment: str,
-    steps: Mapping[str, StepSettings],
-    tls_for: Callable[[StepSettings], TlsMaterial | None],
-    values: Mapping[str, Any],
-    flow_dir: str | None,
-    templates_dir: str | None,
+    flow_name: str, deployment: str, steps: Mapping[str, StepSettings], inputs: RenderInputs
 ) -> tuple[str, list[RenderedJob]]:
-    """Every step's parameterized job, and the version they make up together.
-
-    ``tls_for`` gives a step the TLS material its task gets (the mtls variants),
-    from the deployer's connection, as for a local run.
-    """
-    contexts = [
-        step_job_context(
-            flow_name,
-            step,
-            settings,
-            deployment,
-            tls_for(settings),
-            values,
-            flow_dir,
-            templates_dir,
-        )
-        for step, settings in steps.items()
-    ]
+    """Every step's parameterized job, and the version they make up together."""
+    contexts = []
+    for step, settings in steps.items():
+        request = step_job_request(flow_name, step, settings, deployment)
+        template = job_template(request, inputs, STEP_TEMPLATE)
+        contexts.append((template, template_context(request, template, inputs)))
     version = generation(deployment, contexts)
     rendered = []
     for step, (template, context) in zip(steps, contexts):
-        context["job_id"] = deployed_step_job_id(flow_name, version, step)
-        context["meta"][META_STEP_JOBS_VERSION] = version
-        rendered.append(
-            RenderedJob(
-                job_id=context["job_id"],
-                hcl=render_template(template, context),
-                template=template,
-                context=context,
-            )
+        context = dataclasses.replace(
+            context,
+            job_id=deployed_step_job_id(flow_name, version, step),
+            meta={**context.meta, META_STEP_JOBS_VERSION: version},
         )
+        rendered.append(render_context(template, context))
     return version, rendered
 
 

@@ -95,7 +95,7 @@ def _with_job(plan: AttemptPlan, invocation, settings) -> AttemptPlan:
     from metaflow_nomad.render.pipeline import prepare_job
 
     client = _runtime_client()
-    _, rendered = prepare_job(invocation, client.settings, settings)
+    rendered = prepare_job(invocation, settings, _run_render_inputs())
     job = parse_jobspec(rendered, client)
     if invocation.metadata_snapshot is not None:
         save_snapshot(invocation.objects.flow_datastore, invocation.metadata_snapshot)
@@ -136,6 +136,14 @@ def _runtime_client():
     from metaflow_nomad.api.lookup import default_client
 
     return default_client()
+
+
+@functools.lru_cache(maxsize=1)
+def _run_render_inputs():
+    """The run's render inputs, collected once for every attempt this runtime plans."""
+    from metaflow_nomad.plugin.render_inputs import render_inputs
+
+    return render_inputs(_runtime_client().settings)
 
 
 @functools.lru_cache(maxsize=1)

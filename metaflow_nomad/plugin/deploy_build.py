@@ -21,21 +21,21 @@ from metaflow_nomad.deploy.parameters import (
 )
 from metaflow_nomad.deploy.runner_job import (
     DISPATCH,
-    META_DEPLOYMENT,
     META_OWNER,
     META_PARAMETERS,
     META_PRODUCTION_TOKEN,
     META_RUNNER_KIND,
     SCHEDULE,
     RunnerJob,
-    RunnerTrigger,
     runner_launch,
 )
 from metaflow_nomad.deploy.schedule import flow_schedule
 from metaflow_nomad.errors import NomadException
-from metaflow_nomad.model import META_FLOW_NAME
+from metaflow_nomad.model import META_DEPLOYMENT, META_FLOW_NAME
 from metaflow_nomad.plugin.deploy_context import Deployment
 from metaflow_nomad.render.bootstrap import forwarded_metaflow_config
+from metaflow_nomad.render.context import RunnerTrigger
+from metaflow_nomad.render.inputs import RenderInputs
 from metaflow_nomad.render.pipeline import find_nomad_decorator, task_settings
 from metaflow_nomad.settings import StepSettings
 
@@ -141,30 +141,17 @@ def runner_argv(obj, deployment: Deployment, options: RunnerOptions) -> list[str
     return top + group + runner
 
 
-def render_steps(obj, deployment: Deployment, connection, values: Mapping | None):
+def render_steps(obj, deployment: Deployment, inputs: RenderInputs):
     """Every step's parameterized job (see ``deploy.step_jobs``) and their version."""
-    from metaflow_nomad.api.connection import task_tls_material
-    from metaflow_nomad.config import flow_directory
     from metaflow_nomad.deploy.step_jobs import render_step_jobs
 
-    config = read_config()
     steps = {
         node.name: task_settings(
             find_nomad_decorator(obj.flow, node.name).settings, obj.flow_datastore
         )
         for node in obj.graph
     }
-    return render_step_jobs(
-        obj.flow.name,
-        deployment.name,
-        steps,
-        lambda settings: task_tls_material(
-            connection, config.get("NOMAD_TASK_TLS_DIR"), settings.driver
-        ),
-        dict(values or {}),
-        flow_directory(),
-        config.get("NOMAD_TEMPLATES_DIR"),
-    )
+    return render_step_jobs(obj.flow.name, deployment.name, steps, inputs)
 
 
 def runner_env(obj, token: str, step_jobs: str) -> dict[str, str]:
@@ -194,7 +181,6 @@ def runner_jobs(
     code_package: Mapping[str, str],
     token: str,
     step_jobs: str,
-    values: Mapping | None = None,
 ) -> list[RunnerJob]:
     """The parameterized runner job, and the periodic one if the flow has ``@schedule``."""
     launch = runner_launch(
@@ -225,7 +211,6 @@ def runner_jobs(
         "launch": launch,
         "deployment": described,
         "template": options.template,
-        "values": dict(values or {}),
     }
     jobs = [
         RunnerJob(

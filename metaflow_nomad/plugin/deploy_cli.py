@@ -90,6 +90,7 @@ def create(
 
     from metaflow_nomad.api.lookup import default_client
     from metaflow_nomad.deploy.registration import register_deployment
+    from metaflow_nomad.deploy.runner_job import render_runner_job
     from metaflow_nomad.plugin.deploy_build import (
         RunnerOptions,
         prepare_flow,
@@ -99,6 +100,7 @@ def create(
     )
     from metaflow_nomad.plugin.deploy_context import runner_settings
     from metaflow_nomad.plugin.deploy_token import resolve_token
+    from metaflow_nomad.plugin.render_inputs import render_inputs
 
     validate_tags(tags)
     deployment = obj.deployment
@@ -124,10 +126,11 @@ def create(
         obj.echo,
     )
     code_package = save_code_package(obj)
-    values = _project_values(obj)
-    version, step_jobs = render_steps(obj, deployment, client.settings, values)
-    jobs = runner_jobs(obj, deployment, options, code_package, token, version, values)
-    registered = register_deployment(client, obj.flow.name, step_jobs, jobs, namespace, obj.echo)
+    inputs = render_inputs(client.settings)
+    version, step_jobs = render_steps(obj, deployment, inputs)
+    jobs = runner_jobs(obj, deployment, options, code_package, token, version)
+    runners = [(job, render_runner_job(job, inputs)) for job in jobs]
+    registered = register_deployment(client, obj.flow.name, step_jobs, runners, namespace, obj.echo)
     _write_attributes(deployer_attribute_file, deployment.name, obj)
     for line in registered:
         obj.echo(line, indent=True, no_bold=True)
@@ -150,7 +153,6 @@ def create(
 @click.pass_obj
 def render(obj, output_format, offline, max_workers, runner_template):
     from metaflow_nomad.api.lookup import default_client
-    from metaflow_nomad.config import flow_directory, read_config
     from metaflow_nomad.deploy.runner_job import parse_runner_job, render_runner_job
     from metaflow_nomad.plugin.deploy_build import (
         RunnerOptions,
@@ -159,6 +161,7 @@ def render(obj, output_format, offline, max_workers, runner_template):
         runner_jobs,
     )
     from metaflow_nomad.plugin.deploy_context import runner_settings
+    from metaflow_nomad.plugin.render_inputs import render_inputs
     from metaflow_nomad.render.jobspec import check_offline, parse_jobspec
 
     prepare_flow(obj)
@@ -168,17 +171,12 @@ def render(obj, output_format, offline, max_workers, runner_template):
         "sha": "preview-package",
         "metadata": json.dumps({"version": 0, "archive_format": "tgz", "mfcontent_version": 1}),
     }
-    values = _project_values(obj)
     client = default_client()
-    version, step_jobs = render_steps(obj, obj.deployment, client.settings, values)
-    jobs = runner_jobs(
-        obj, obj.deployment, options, preview_package, "preview-token", version, values
-    )
-    templates_dir = read_config().get("NOMAD_TEMPLATES_DIR")
+    inputs = render_inputs(client.settings)
+    version, step_jobs = render_steps(obj, obj.deployment, inputs)
+    jobs = runner_jobs(obj, obj.deployment, options, preview_package, "preview-token", version)
     documents = [(r, parse_jobspec) for r in step_jobs]
-    documents += [
-        (render_runner_job(j, flow_directory(), templates_dir), parse_runner_job) for j in jobs
-    ]
+    documents += [(render_runner_job(j, inputs), parse_runner_job) for j in jobs]
     for rendered, parse in documents:
         if offline:
             check_offline(rendered.hcl)
@@ -240,13 +238,6 @@ def _write_attributes(path: str | None, name: str, obj) -> None:
                 {"name": name, "flow_name": obj.flow.name, "metadata": obj.metadata.metadata_str()},
                 handle,
             )
-
-
-def _project_values(obj) -> dict:
-    from metaflow_nomad.config import flow_directory
-    from metaflow_nomad.plugin.step_settings import load_project_file
-
-    return load_project_file(flow_directory()).get("values") or {}
 
 
 def _flow_file() -> str:

@@ -151,7 +151,8 @@ class NomadWorkflowsDeployedFlow(DeployedFlow):
     def list_deployed_flows(cls, flow_name: str | None = None):
         """Every deployment on Nomad (of ``flow_name`` only, if given)."""
         from metaflow_nomad.api.lookup import default_client
-        from metaflow_nomad.deploy.runner_job import DISPATCH, META_DEPLOYMENT, META_RUNNER_KIND
+        from metaflow_nomad.deploy.runner_job import DISPATCH, META_RUNNER_KIND
+        from metaflow_nomad.model import META_DEPLOYMENT
 
         clauses = [f'Meta["{META_RUNNER_KIND}"] == "{DISPATCH}"']
         if flow_name:

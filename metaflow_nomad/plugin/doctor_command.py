@@ -97,21 +97,23 @@ def _check_steps(report, client, obj, resolved) -> None:
         placement_key,
         steps_label,
     )
+    from metaflow_nomad.plugin.render_inputs import render_inputs
 
     submittable = check_namespaces(report, client, [s.nomad_namespace for _, _, s in resolved])
     nodes = Nodes(client, report)
     groups: dict[str, list] = {}
     for name, deco, settings in resolved:
         groups.setdefault(placement_key(settings), []).append((name, deco, settings))
+    inputs = render_inputs(client.settings)
     for group in groups.values():
-        _, deco, settings = group[0]
+        _, _, settings = group[0]
         check_step_placement(
             report,
             client,
             nodes,
             settings,
             steps_label([name for name, _, _ in group]),
-            _job(client, obj.flow.name, deco.project_values, settings)
+            _job(client, obj.flow.name, inputs, settings)
             if (settings.nomad_namespace or "default") in submittable
             else None,
         )
@@ -121,7 +123,7 @@ def _identity(flow_name: str, step: str, run_id: str, task_id: str) -> JobIdenti
     return JobIdentity(flow_name, run_id, step, task_id, 0, util.get_username())
 
 
-def _job(client, flow_name: str, values, settings):
+def _job(client, flow_name: str, inputs, settings):
     """The step's job as the cluster parses it (for its devices and the plan), or
     the FAIL line saying why it cannot be rendered."""
     from metaflow_nomad.plugin.doctor_report import parsed_job
@@ -131,7 +133,7 @@ def _job(client, flow_name: str, values, settings):
     identity = _identity(flow_name, settings.step_name, PROBE_RUN, "plan")
 
     def render_and_parse() -> dict:
-        rendered = render_plan_job(settings, identity, client.settings, values)
+        rendered = render_plan_job(settings, identity, inputs)
         return parse_jobspec(rendered, client)
 
     return parsed_job(render_and_parse)
@@ -142,13 +144,14 @@ def _probe(report, obj, resolved, probe_step, connection) -> None:
     from metaflow_nomad.api.doctor import FAIL, Check
     from metaflow_nomad.api.lookup import default_client
     from metaflow_nomad.errors import NomadException
+    from metaflow_nomad.plugin.render_inputs import render_inputs
     from metaflow_nomad.render.probe import render_probe_job
     from metaflow_nomad.runtime.probe import run_probe
 
     chosen = [r for r in resolved if probe_step in (None, r[0])]
     if not chosen:
         raise click.UsageError(f"--step {probe_step}: no @nomad step of that name.")
-    name, deco, settings = chosen[0]
+    name, _, settings = chosen[0]
     if report.failed():
         report.section(f"Probe with step '{name}': not run, fix the FAIL lines above first.")
         return
@@ -160,7 +163,7 @@ def _probe(report, obj, resolved, probe_step, connection) -> None:
     token = f"metaflow-nomad doctor probe {uuid.uuid4()}"
     try:
         rendered = render_probe_job(
-            obj, settings, identity, package, connection, token, deco.project_values
+            obj, settings, identity, package, token, render_inputs(connection)
         )
         report.add(*run_probe(default_client(), rendered, settings, token, _datastore(obj)))
     except NomadException as exc:

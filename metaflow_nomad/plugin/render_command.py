@@ -45,6 +45,7 @@ def render(
     from metaflow_nomad.api.connection import ConnectionSettings
     from metaflow_nomad.api.lookup import default_client
     from metaflow_nomad.api.preflight import check_reachable
+    from metaflow_nomad.plugin.render_inputs import render_inputs
     from metaflow_nomad.render.jobspec import check_offline, parse_jobspec
     from metaflow_nomad.render.pipeline import FlowObjects, StepInvocation, prepare_job
 
@@ -70,9 +71,8 @@ def render(
         runtime_cli_args(obj, step_name, kwargs), objects, code_package
     )
     if offline:
-        _, rendered = prepare_job(
-            invocation, ConnectionSettings.from_environment(), settings, values
-        )
+        inputs = render_inputs(ConnectionSettings.from_environment(), values)
+        rendered = prepare_job(invocation, settings, inputs)
         check_offline(rendered.hcl)
         click.echo(rendered.hcl if output_format == "hcl" else _offline_json(rendered.hcl))
         click.echo(
@@ -85,7 +85,7 @@ def render(
     connection = ConnectionSettings.from_environment()
     check_reachable(connection)
     client = default_client()
-    _, rendered = prepare_job(invocation, client.settings, settings, values)
+    rendered = prepare_job(invocation, settings, render_inputs(client.settings, values))
     job = parse_jobspec(rendered, client)
     click.echo(
         rendered.hcl if output_format == "hcl" else json.dumps(job, indent=2, sort_keys=True)

@@ -1,55 +1,35 @@
-"""Settings + task launch -> template context -> HCL -> Job JSON.
+"""Job request + the run's render inputs -> template context -> HCL -> Job JSON.
 
-``render_jobspec`` is the single path used by both a run (the runtime plans each
-attempt) and ``metaflow-nomad render``, so what ``render`` shows is what a step
-submits.
+``render_job`` is the single path for every job: a run's step (the runtime plans
+each attempt, and ``metaflow-nomad render`` shows the same), a deployed step,
+``doctor``'s probe and plan, and a deployment's runner.
 The cluster is the authority on parsing (``POST /v1/jobs/parse``); the offline
 check only proves the HCL is syntactically valid.
 """
 
 from __future__ import annotations
 
-import base64
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from metaflow_nomad.errors import NomadParseError
-from metaflow_nomad.model import (
-    META_TEMPLATE,
-    META_TEMPLATE_SHA256,
-    META_TEMPLATE_VERSION,
-    NODE_NAME_ENV,
-    TASK_NAME,
-    JobIdentity,
-    TaskLaunch,
-    TlsMaterial,
+from metaflow_nomad.model import JobIdentity, TaskLaunch
+from metaflow_nomad.render.context import (
+    JobRequest,
+    TaskIds,
+    TemplateContext,
+    template_context,
 )
-from metaflow_nomad.render.exact_env import exact_env
-from metaflow_nomad.render.hcl import HclRaw
+from metaflow_nomad.render.inputs import RenderInputs
 from metaflow_nomad.render.template_origins import render_origins
 from metaflow_nomad.render.templates import (
-    TEMPLATE_API_VERSION,
+    STEP_TEMPLATE,
     LoadedTemplate,
-    choose_variant,
+    load_step_template,
     load_template,
     render_template,
 )
 from metaflow_nomad.settings import StepSettings
-
-COMMAND_ENV = "METAFLOW_NOMAD_COMMAND_B64"
-EXACT_ENV = "METAFLOW_NOMAD_EXACT_ENV_B64"
-# Nomad interpolates ${...} in args and env at runtime, with no escape.  The step's
-# script is therefore shipped base64-encoded (an alphabet without '$' or '{') and
-# decoded by a fixed bootstrap that only uses bare $VAR references.  Env values
-# Nomad or HCL would change travel the same way, as exports run first.
-BOOTSTRAP_ARGS = (
-    "-c",
-    f'eval "$(printf %s "${EXACT_ENV}" | base64 -d)"; '
-    f'eval "$(printf %s "${COMMAND_ENV}" | base64 -d)"',
-)
-KILL_TIMEOUT = "30s"
 
 
 @dataclass(frozen=True)
@@ -57,130 +37,54 @@ class RenderedJob:
     job_id: str
     hcl: str
     template: LoadedTemplate
-    context: Mapping[str, Any]
+    context: TemplateContext
 
 
-def job_meta(identity: JobIdentity, template: LoadedTemplate, user_meta: Mapping[str, str]):
-    """The job's Meta: the user's, then the task identity and the template's (ours win)."""
-    meta = dict(user_meta)
-    meta.update(identity.to_meta())
-    meta.update(
-        {
-            META_TEMPLATE: template.name,
-            META_TEMPLATE_VERSION: template.api_version,
-            META_TEMPLATE_SHA256: template.sha256,
-        }
+def step_request(settings: StepSettings, identity: JobIdentity, launch: TaskLaunch) -> JobRequest:
+    """A run's job for one task attempt: its ids are its Meta and its ``metaflow``."""
+    return JobRequest(
+        job_id=identity.job_id,
+        settings=settings,
+        launch=launch,
+        meta=identity.to_meta(),
+        ids=TaskIds(
+            flow_name=identity.flow_name,
+            run_id=identity.run_id,
+            step_name=identity.step_name,
+            task_id=identity.task_id,
+            attempt=identity.attempt,
+            user=identity.user,
+        ),
     )
-    return meta
 
 
-def build_template_context(
-    settings: StepSettings,
-    identity: JobIdentity,
-    launch: TaskLaunch,
-    template: LoadedTemplate,
-    tls: TlsMaterial | None = None,
-    values: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The variables a template may use (the contract in nomad_templates/README.md)."""
-    env = dict(settings.env)
-    env.update(launch.env)
-    env, exports = exact_env(env)
-    if exports:
-        env[EXACT_ENV] = base64.b64encode(exports.encode()).decode()
-    env[COMMAND_ENV] = base64.b64encode(launch.script.encode()).decode()
-    env[NODE_NAME_ENV] = HclRaw('"${node.unique.name}"')
-    tls_context = None
-    if tls is not None:
-        tls_context = {
-            "address": tls.address,
-            "source_dir": tls.source_dir,
-            "task_dir": tls.task_dir,
-        }
-        base = tls.task_dir.rstrip("/")
-        env.update(
-            {
-                "NOMAD_ADDR": tls.address,
-                "NOMAD_CACERT": f"{base}/{tls.ca_file}",
-                "NOMAD_CLIENT_CERT": f"{base}/{tls.cert_file}",
-                "NOMAD_CLIENT_KEY": f"{base}/{tls.key_file}",
-            }
+def job_template(request: JobRequest, inputs: RenderInputs, default: str) -> LoadedTemplate:
+    """The request's template: a step's keeps its features whatever it is named."""
+    if default == STEP_TEMPLATE:
+        return load_step_template(
+            request.settings.template,
+            request.features(inputs),
+            inputs.flow_dir,
+            inputs.templates_dir,
         )
-    return {
-        "job_id": identity.job_id,
-        **placement_context(settings),
-        "meta": job_meta(identity, template, settings.meta),
-        "task_name": TASK_NAME,
-        "driver": settings.driver,
-        "image": settings.image,
-        "docker": _docker_context(settings),
-        "command": "/bin/bash",
-        "args": list(BOOTSTRAP_ARGS),
-        "env": env,
-        "cpu": settings.cpu,
-        "memory": settings.memory,
-        "disk": settings.disk,
-        "gpu": settings.gpu,
-        "gpu_vendor": settings.gpu_vendor,
-        "kill_timeout": KILL_TIMEOUT,
-        "tls": tls_context,
-        "metaflow": {
-            "flow_name": identity.flow_name,
-            "run_id": identity.run_id,
-            "step_name": identity.step_name,
-            "task_id": identity.task_id,
-            "attempt": identity.attempt,
-            "user": identity.user,
-        },
-        "values": dict(values or {}),
-        "dispatch": None,
-        "template_api": TEMPLATE_API_VERSION,
-    }
+    return load_template(request.settings.template, default, inputs.flow_dir, inputs.templates_dir)
 
 
-def placement_context(settings: StepSettings) -> dict[str, Any]:
-    """Where a job may run: the same template variables for step and runner jobs."""
-    return {
-        "region": settings.region,
-        "nomad_namespace": settings.nomad_namespace,
-        "node_pool": settings.node_pool,
-        "datacenters": list(settings.datacenters),
-        "priority": settings.priority,
-        "constraints": [dict(c) for c in settings.constraints],
-    }
-
-
-def _docker_context(settings: StepSettings) -> dict[str, Any] | None:
-    options = settings.docker
-    if options is None:
-        return None
-    return {
-        "network_mode": options.network_mode,
-        "force_pull": options.force_pull,
-        "image_pull_timeout": options.image_pull_timeout,
-        "runtime": options.runtime,
-        "volumes": list(options.volumes),
-    }
-
-
-def render_jobspec(
-    settings: StepSettings,
-    identity: JobIdentity,
-    launch: TaskLaunch,
-    flow_dir: str | None = None,
-    templates_dir: str | None = None,
-    tls: TlsMaterial | None = None,
-    values: Mapping[str, Any] | None = None,
-) -> RenderedJob:
-    variant = choose_variant(settings.gpu, tls is not None)
-    template = load_template(settings.template, variant, flow_dir, templates_dir)
-    context = build_template_context(settings, identity, launch, template, tls, values)
+def render_context(template: LoadedTemplate, context: TemplateContext) -> RenderedJob:
     return RenderedJob(
-        job_id=context["job_id"],
-        hcl=render_template(template, context),
+        job_id=context.job_id,
+        hcl=render_template(template, context.as_template_vars()),
         template=template,
         context=context,
     )
+
+
+def render_job(
+    request: JobRequest, inputs: RenderInputs, default: str = STEP_TEMPLATE
+) -> RenderedJob:
+    """Render one job (nothing is sent)."""
+    template = job_template(request, inputs, default)
+    return render_context(template, template_context(request, template, inputs))
 
 
 def parse_jobspec(rendered: RenderedJob, client) -> dict:
@@ -206,7 +110,7 @@ def explain_parse_error(message: str, rendered: RenderedJob) -> str:
     if not match:
         return f"{message}\n(template: {rendered.template.path})"
     line = int(match.group(1))
-    origins = render_origins(rendered.template, rendered.context)
+    origins = render_origins(rendered.template, rendered.context.as_template_vars())
     origin = origins[line - 1] if 0 < line <= len(origins) else rendered.template.path
     lines = rendered.hcl.splitlines()
     excerpt = "\n".join(

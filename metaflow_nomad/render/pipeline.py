@@ -17,14 +17,14 @@ from typing import Any
 from metaflow import util
 from metaflow.mflog import TASK_LOG_SOURCE
 
-from metaflow_nomad.api.connection import ConnectionSettings, task_tls_material
-from metaflow_nomad.config import flow_directory, read_config
+from metaflow_nomad.config import read_config
 from metaflow_nomad.errors import NomadException
 from metaflow_nomad.model import JobIdentity, TaskLaunch, TaskLogs
 from metaflow_nomad.render.bootstrap import build_task_launch, task_environment
 from metaflow_nomad.render.code_package import PACKAGE_CACHE_ENV
 from metaflow_nomad.render.command_line import split_input_paths, step_command_line
-from metaflow_nomad.render.jobspec import RenderedJob, render_jobspec
+from metaflow_nomad.render.inputs import RenderInputs
+from metaflow_nomad.render.jobspec import RenderedJob, render_job, step_request
 from metaflow_nomad.render.metadata_snapshot import (
     MetadataSnapshot,
     build_snapshot,
@@ -160,22 +160,14 @@ def step_user_env(node) -> dict[str, str]:
 
 
 def prepare_job(
-    invocation: StepInvocation,
-    connection: ConnectionSettings,
-    settings: StepSettings | None = None,
-    values: Mapping[str, Any] | None = None,
-) -> tuple[StepSettings, RenderedJob]:
-    """Render the step's job exactly as a run submits it (nothing is sent).
-
-    ``settings`` and ``values`` default to what the step's @nomad resolved;
-    ``render --values`` passes its own.
-    """
-    deco = find_nomad_decorator(invocation.objects.flow, invocation.step_name)
-    settings = settings or deco.settings
-    values = deco.project_values if values is None else values
+    invocation: StepInvocation, settings: StepSettings, inputs: RenderInputs
+) -> RenderedJob:
+    """Render the step's job exactly as a run submits it (nothing is sent): its
+    command and env, with the settings its datastore needs."""
     config = read_config()
-    tls = task_tls_material(connection, config.get("NOMAD_TASK_TLS_DIR"), settings.driver)
-    return settings, render_step_job(invocation, settings, config, tls, values)
+    settings = task_settings(settings, invocation.objects.flow_datastore)
+    launch = build_step_launch(invocation, config)
+    return render_job(step_request(settings, invocation.identity, launch), inputs)
 
 
 def task_settings(settings: StepSettings, datastore) -> StepSettings:
@@ -210,26 +202,6 @@ def with_node_path(settings: StepSettings, path: str) -> StepSettings:
         return settings
     docker = dataclasses.replace(settings.docker, volumes=(*settings.docker.volumes, mount))
     return dataclasses.replace(settings, docker=docker)
-
-
-def render_step_job(
-    invocation: StepInvocation,
-    settings: StepSettings,
-    config: Mapping[str, str],
-    tls=None,
-    values: Mapping[str, Any] | None = None,
-) -> RenderedJob:
-    """Build the task's command and env, and render its job."""
-    settings = task_settings(settings, invocation.objects.flow_datastore)
-    return render_jobspec(
-        settings,
-        invocation.identity,
-        build_step_launch(invocation, config),
-        flow_dir=flow_directory(),
-        templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
-        tls=tls,
-        values=values,
-    )
 
 
 def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> TaskLaunch:

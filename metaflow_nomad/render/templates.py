@@ -1,18 +1,20 @@
 """Find, load and render the Jinja HCL templates.
 
-Lookup order for a step's template:
+Lookup order for a job's template:
 
 1. ``@nomad(template=...)``: a file path (absolute, or relative to the flow's
    directory) or a template name;
 2. the project's ``nomad_templates/`` directory next to the flow file (or
-   ``METAFLOW_NOMAD_TEMPLATES_DIR``);
+   ``METAFLOW_NOMAD_TEMPLATES_DIR``), for a file named like the default
+   (``base.nomad.hcl.j2`` for a step, ``runner.nomad.hcl.j2`` for a runner);
 3. the packaged set (``nomad_templates/v1/`` in this distribution).
 
-Without ``template=``, the variant is chosen from the settings (``plain``,
-``gpu``, ``mtls`` or ``gpu_mtls``), and a project file named like the variant
-(``nomad_templates/gpu.nomad.hcl.j2``) overrides the packaged one.  Packaged
-templates are always reachable as ``metaflow_nomad/v1/<file>``, which is what an
-override should ``{% extends %}``.
+A step has one template whatever its features (gpu, mtls): the features switch
+blocks on inside it (``Features``), so ``template=`` and project overrides keep
+them.  Packaged templates are always reachable as ``metaflow_nomad/v1/<file>``,
+which is what an override should ``{% extends %}``.  The variant names of
+earlier releases (``plain``, ``gpu``, ``mtls``, ``gpu_mtls``) still resolve, to
+the one step template, with one deprecation line.
 
 Every template declares the API version it targets in a header comment::
 
@@ -27,7 +29,7 @@ import hashlib
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,15 @@ TEMPLATE_API_VERSION = "v1"
 PACKAGED_ROOT = Path(__file__).resolve().parents[2] / "nomad_templates"
 PACKAGED_PREFIX = "metaflow_nomad"
 SUFFIX = ".nomad.hcl.j2"
-VARIANTS = ("plain", "gpu", "mtls", "gpu_mtls")
+STEP_TEMPLATE = "base"
+RUNNER_TEMPLATE = "runner"
+# The variant templates of earlier releases, one per combination of features.
+LEGACY_VARIANTS = ("plain", "gpu", "mtls", "gpu_mtls")
+_LEGACY_SHIM = (
+    f"{{# metaflow-nomad-template-api: {TEMPLATE_API_VERSION} #}}\n"
+    f'{{% extends "{PACKAGED_PREFIX}/{TEMPLATE_API_VERSION}/{STEP_TEMPLATE}{SUFFIX}" %}}\n'
+)
+_deprecations_shown: set = set()
 _API_RE = re.compile(r"\{#-?\s*metaflow-nomad-template-api:\s*(\S+)\s*-?#\}")
 
 
@@ -59,14 +69,44 @@ class LoadedTemplate:
     template: jinja2.Template
 
 
-def choose_variant(gpu: int, mtls: bool) -> str:
-    if gpu > 0 and mtls:
-        return "gpu_mtls"
-    if gpu > 0:
-        return "gpu"
-    if mtls:
-        return "mtls"
-    return "plain"
+@dataclass(frozen=True)
+class Features:
+    """The optional parts of a step's job, switched on in the step template.
+
+    Each feature is one small file, ``nomad_templates/v1/features/<name>.j2``,
+    whose macros the base template calls in its blocks when the feature is on.
+    """
+
+    gpu: bool = False
+    mtls: bool = False
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+    def legacy_variant(self) -> str:
+        """The variant template earlier releases chose for these features."""
+        names = [name for name, on in asdict(self).items() if on]
+        return "_".join(names) or "plain"
+
+
+def deprecated(message: str) -> None:
+    """One line on stderr, once per process, for a name that still works but will go."""
+    if message not in _deprecations_shown:
+        _deprecations_shown.add(message)
+        print(f"metaflow-nomad: deprecated: {message}", file=sys.stderr)
+
+
+def _legacy_alias(name: str) -> str | None:
+    """A packaged variant name of earlier releases: the one step template now."""
+    prefix = f"{TEMPLATE_API_VERSION}/"
+    variant = name[len(prefix) : -len(SUFFIX)] if name.endswith(SUFFIX) else None
+    if not name.startswith(prefix) or variant not in LEGACY_VARIANTS:
+        return None
+    deprecated(
+        f"the template {name!r} is now {prefix}{STEP_TEMPLATE}{SUFFIX}, whose blocks the "
+        "step's features (gpu, mtls) switch on. Extend or name that instead."
+    )
+    return _LEGACY_SHIM
 
 
 def template_dirs(flow_dir: str | None, templates_dir: str | None) -> tuple[str, ...]:
@@ -110,7 +150,9 @@ def _finalize(value: Any) -> str:
 @lru_cache(maxsize=16)
 def template_environment(search_dirs: tuple[str, ...]) -> jinja2.Environment:
     """One cached environment per search path: compiled templates are reused."""
-    packaged = jinja2.FileSystemLoader(str(PACKAGED_ROOT))
+    packaged = jinja2.ChoiceLoader(
+        [jinja2.FileSystemLoader(str(PACKAGED_ROOT)), jinja2.FunctionLoader(_legacy_alias)]
+    )
     loader = jinja2.ChoiceLoader(
         [
             jinja2.PrefixLoader({PACKAGED_PREFIX: packaged}),
@@ -135,46 +177,86 @@ def template_environment(search_dirs: tuple[str, ...]) -> jinja2.Environment:
 
 
 def _resolve_name(
-    requested: str | None, variant: str, flow_dir: str | None, search_dirs: tuple[str, ...]
+    requested: str | None, default: str, flow_dir: str | None, search_dirs: tuple[str, ...]
 ) -> tuple[str, tuple[str, ...]]:
     """Map a template request to a loader name (and maybe an extra search dir)."""
     if requested is None:
-        for directory in search_dirs:
-            if (Path(directory) / f"{variant}{SUFFIX}").is_file():
-                return f"{variant}{SUFFIX}", search_dirs
-        return f"{TEMPLATE_API_VERSION}/{variant}{SUFFIX}", search_dirs
+        return _project_or_packaged(f"{default}{SUFFIX}", search_dirs), search_dirs
     candidate = Path(requested)
     if not candidate.is_absolute() and flow_dir:
         candidate = Path(flow_dir) / candidate
     if candidate.is_file():
         candidate = candidate.resolve()
         return candidate.name, (str(candidate.parent), *search_dirs)
+    packaged = str(PACKAGED_ROOT / TEMPLATE_API_VERSION)
     for name in (requested, requested + SUFFIX):
-        for directory in (*search_dirs, str(PACKAGED_ROOT / TEMPLATE_API_VERSION)):
+        for directory in search_dirs:
             if (Path(directory) / name).is_file():
-                if (
-                    directory.endswith(TEMPLATE_API_VERSION)
-                    and Path(directory).parent == PACKAGED_ROOT
-                ):
-                    return f"{TEMPLATE_API_VERSION}/{name}", search_dirs
                 return name, search_dirs
-    looked = [*search_dirs, str(PACKAGED_ROOT / TEMPLATE_API_VERSION)]
+        if (Path(packaged) / name).is_file():
+            return f"{TEMPLATE_API_VERSION}/{name}", search_dirs
+        if _legacy_alias(f"{TEMPLATE_API_VERSION}/{name}"):
+            return f"{TEMPLATE_API_VERSION}/{STEP_TEMPLATE}{SUFFIX}", search_dirs
+    looked = [*search_dirs, packaged]
     raise NomadTemplateError(
         f"Template {requested!r} was not found. Looked for it as a file relative to the flow "
         f"directory and as a name in: {', '.join(looked)}. Name an existing .nomad.hcl.j2 file."
     )
 
 
+def _project_or_packaged(file_name: str, search_dirs: tuple[str, ...]) -> str:
+    """The project's file of that name, else the packaged one."""
+    if any((Path(directory) / file_name).is_file() for directory in search_dirs):
+        return file_name
+    return f"{TEMPLATE_API_VERSION}/{file_name}"
+
+
+def default_step_template(features: Features, search_dirs: tuple[str, ...]) -> str | None:
+    """A project override named like the variant earlier releases chose for these
+    features (``gpu.nomad.hcl.j2``), when the project has no ``base`` override:
+    still used, with one deprecation line.  None otherwise."""
+    base = f"{STEP_TEMPLATE}{SUFFIX}"
+    legacy = f"{features.legacy_variant()}{SUFFIX}"
+    for directory in search_dirs:
+        if (Path(directory) / base).is_file():
+            return None
+        if (Path(directory) / legacy).is_file():
+            deprecated(
+                f"{Path(directory) / legacy} is chosen for this step as a variant override; "
+                f"rename it {base} (one override for every step: the step's features "
+                "switch blocks on)."
+            )
+            return str(Path(directory) / legacy)
+    return None
+
+
 def load_template(
     requested: str | None,
-    variant: str,
+    default: str,
     flow_dir: str | None = None,
     templates_dir: str | None = None,
 ) -> LoadedTemplate:
-    """Find and compile the step's template, checking its declared API version."""
+    """Find and compile a job's template, checking its declared API version.
+
+    ``default`` (``STEP_TEMPLATE`` or ``RUNNER_TEMPLATE``) names the template used
+    when nothing is requested.
+    """
     search_dirs = template_dirs(flow_dir, templates_dir)
-    name, search_dirs = _resolve_name(requested, variant, flow_dir, search_dirs)
+    name, search_dirs = _resolve_name(requested, default, flow_dir, search_dirs)
     return _load(name, search_dirs)
+
+
+def load_step_template(
+    requested: str | None,
+    features: Features,
+    flow_dir: str | None = None,
+    templates_dir: str | None = None,
+) -> LoadedTemplate:
+    """A step's template: as ``load_template``, and a project's variant-named
+    override of earlier releases still applies to the steps it was chosen for."""
+    if requested is None:
+        requested = default_step_template(features, template_dirs(flow_dir, templates_dir))
+    return load_template(requested, STEP_TEMPLATE, flow_dir, templates_dir)
 
 
 @lru_cache(maxsize=64)

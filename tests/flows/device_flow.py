@@ -1,4 +1,4 @@
-"""A GPU-variant step; the device tests point it at fake devices."""
+"""A GPU step; the device tests point it at fake devices."""
 
 import os
 

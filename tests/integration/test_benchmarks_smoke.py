@@ -26,7 +26,7 @@ QUICK_METRICS = {
     "task_on_nomad_s",
     "fanout_ratio",
     "render_per_s",
-    "render_jobspec_per_s",
+    "render_job_per_s",
     "render_parse_per_s",
     "api_requests_1s_task",
     "trampoline_peak_rss_mb",

@@ -70,7 +70,7 @@ def test_create_registers_a_runner_job_and_one_parameterized_job_per_step(deploy
     for step in ("start", "end"):
         step_job = deploy_cluster.api("GET", f"/v1/job/mf-deployflow-d{version}-{step}")
         assert "mf_command" in step_job["ParameterizedJob"]["MetaRequired"]
-        assert step_job["Meta"]["metaflow.template"] == "v1/plain.nomad.hcl.j2"
+        assert step_job["Meta"]["metaflow.template"] == "v1/base.nomad.hcl.j2"
     submission = deploy_cluster.api(
         "GET", "/v1/job/deployflow/submission?version=" + str(runner["Version"])
     )

@@ -1,9 +1,9 @@
 """Issue 5 item 7: device scheduling for real, with Nomad's example device plugin.
 
 The plugin (built from Nomad's own source by scripts/get_nomad.sh) exposes files
-in a directory as "nomad/file/mock" devices.  A project override of the GPU
-variant requests that device type; the GPU variant is still what the step's
-`gpu=` setting selects.
+in a directory as "nomad/file/mock" devices.  A project override of the step
+template requests that device type in its `devices` block when the step's
+feature `gpu` is on, which the step's `gpu=` setting switches on.
 """
 
 import re
@@ -72,7 +72,7 @@ def device_env(**extra):
     }
 
 
-def test_gpu_variant_step_is_placed_with_its_devices(device_agent, tmp_path):
+def test_gpu_step_is_placed_with_its_devices(device_agent, tmp_path):
     flow = run_flow(
         "device_flow.py", tmp_path, agent_flow_env(device_agent, tmp_path, extra=device_env())
     )
@@ -84,7 +84,7 @@ def test_gpu_variant_step_is_placed_with_its_devices(device_agent, tmp_path):
         for j in find_jobs(client, "DeviceFlow", flow.run_id, include_dead=True)
         if j["Meta"]["metaflow.step_name"] == "start"
     ]
-    assert stub["Meta"]["metaflow.template"] == "gpu.nomad.hcl.j2"
+    assert stub["Meta"]["metaflow.template"] == "base.nomad.hcl.j2"
     allocs, _ = client.job_allocations(stub["ID"])
     alloc = client.allocation(allocs[0]["ID"])
     devices = alloc["AllocatedResources"]["Tasks"]["metaflow"]["Devices"]

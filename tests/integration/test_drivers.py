@@ -14,14 +14,11 @@ import time
 
 import pytest
 
-from metaflow_nomad.api.connection import ConnectionSettings, task_tls_material
 from metaflow_nomad.model import JobIdentity, TaskLaunch
-from metaflow_nomad.render.jobspec import (
-    BOOTSTRAP_ARGS,
-    parse_jobspec,
-    render_jobspec,
-)
+from metaflow_nomad.render.context import BOOTSTRAP_ARGS
+from metaflow_nomad.render.jobspec import parse_jobspec
 from metaflow_nomad.settings import resolve_step_settings
+from tests.support.render import render_step
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +31,7 @@ def test_docker_job_renders_and_parses_with_image_and_command(nomad_client):
     settings = resolve_step_settings(
         "train", {"driver": "docker", "image": "python:3.11-slim"}, config={}
     )
-    rendered = render_jobspec(settings, _identity("train"), TaskLaunch(script="echo hi"))
+    rendered = render_step(settings, _identity("train"), TaskLaunch(script="echo hi"))
     job = parse_jobspec(rendered, nomad_client)
     task = job["TaskGroups"][0]["Tasks"][0]
     assert task["Driver"] == "docker"
@@ -48,12 +45,13 @@ def test_docker_job_over_mtls_bind_mounts_the_tls_directory(nomad_client):
     settings = resolve_step_settings(
         "train", {"driver": "docker", "image": "python:3.11-slim"}, config={}
     )
-    tls = task_tls_material(
-        ConnectionSettings(address="https://nomad.example:4646", client_cert="/c.pem"),
-        "/etc/nomad.d/tls",
-        "docker",
+    rendered = render_step(
+        settings,
+        _identity("train"),
+        TaskLaunch(script="true"),
+        tls_dir="/etc/nomad.d/tls",
+        address="https://nomad.example:4646",
     )
-    rendered = render_jobspec(settings, _identity("train"), TaskLaunch(script="true"), tls=tls)
     task = parse_jobspec(rendered, nomad_client)["TaskGroups"][0]["Tasks"][0]
     (mount,) = task["Config"]["mount"]
     assert mount == {

@@ -316,7 +316,7 @@ def test_step_calls_the_mtls_cluster_with_the_material_the_template_delivered(
     assert f"task saw leader {leader}" in output
     (job,) = _run_jobs(secure_agent, mtls_run.run_id)
     assert job["Namespace"] == NAMESPACE
-    assert job["Meta"]["metaflow.template"] == "v1/mtls.nomad.hcl.j2"
+    assert job["Meta"]["metaflow.template"] == "v1/base.nomad.hcl.j2"
     env = job["TaskGroups"][0]["Tasks"][0]["Env"]
     assert env["NOMAD_ADDR"] == secure_agent.address
     assert env["NOMAD_CACERT"] == f"{pki.directory}/ca.pem"

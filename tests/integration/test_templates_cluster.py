@@ -1,6 +1,6 @@
-"""Issue 3 against the real agent: every variant and an override parse; parse errors
-point at the template; escaping survives both HCL parsing and Nomad's runtime
-interpolation."""
+"""Templates against the real agent: every combination of features, with and without
+a project override and with ``template=``, parses; parse errors point at the
+template; escaping survives both HCL parsing and Nomad's runtime interpolation."""
 
 import base64
 import json
@@ -17,20 +17,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaflow_nomad.errors import NomadParseError
-from metaflow_nomad.model import JobIdentity, TaskLaunch, TlsMaterial
-from metaflow_nomad.render.jobspec import (
-    COMMAND_ENV,
-    build_template_context,
-    parse_jobspec,
-    render_jobspec,
-)
-from metaflow_nomad.render.templates import load_template, render_template
+from metaflow_nomad.model import JobIdentity, TaskLaunch
+from metaflow_nomad.render.context import COMMAND_ENV
+from metaflow_nomad.render.jobspec import parse_jobspec
 from metaflow_nomad.settings import StepSettings, resolve_step_settings
 from tests.support.flows import clean_environ, flow_source
+from tests.support.render import render_step
 
 pytestmark = pytest.mark.integration
 IDENTITY = JobIdentity("TemplateFlow", "42", "train", "7", 0, "tester")
-TLS = TlsMaterial("https://127.0.0.1:4646", "/etc/nomad-tls", "/etc/nomad-tls")
+TLS_DIR = "/etc/nomad-tls"
+OVERRIDE = """\
+{# metaflow-nomad-template-api: v1 #}
+{% extends "metaflow_nomad/v1/base.nomad.hcl.j2" %}
+{% block group_extra %}
+    meta = { "override" = {{ values.marker }} }
+{% endblock %}
+"""
 
 
 def step_settings(**attributes) -> StepSettings:
@@ -38,41 +41,63 @@ def step_settings(**attributes) -> StepSettings:
     return resolve_step_settings("train", attributes, python_version=(3, 11))
 
 
-@pytest.mark.parametrize(
-    ("attributes", "tls", "variant"),
-    [
-        ({}, None, "plain"),
-        ({"gpu": 2}, None, "gpu"),
-        ({"driver": "docker", "image": "python:3.11"}, TLS, "mtls"),
-        ({"driver": "docker", "image": "python:3.11", "gpu": 1}, TLS, "gpu_mtls"),
-    ],
-)
-def test_every_variant_parses_through_the_agent(nomad_client, tmp_path, attributes, tls, variant):
-    rendered = render_jobspec(
-        step_settings(**attributes), IDENTITY, TaskLaunch("echo hi"), str(tmp_path), tls=tls
+FEATURES = {
+    "plain": ({}, None),
+    "gpu": ({"gpu": 2}, None),
+    "mtls": ({"driver": "docker", "image": "python:3.11"}, TLS_DIR),
+    "gpu+mtls": ({"driver": "docker", "image": "python:3.11", "gpu": 1}, TLS_DIR),
+}
+# How the step finds its template: the packaged one, the project's base override, or a
+# template named with template= (which extends the base like any override).
+LOOKUPS = {
+    "packaged": ("v1/base.nomad.hcl.j2", "base.nomad.hcl.j2", None),
+    "project override": ("base.nomad.hcl.j2", "base.nomad.hcl.j2", None),
+    "template=": ("named.nomad.hcl.j2", "named.nomad.hcl.j2", "named"),
+}
+
+
+@pytest.mark.parametrize("lookup", list(LOOKUPS))
+@pytest.mark.parametrize("feature_set", list(FEATURES))
+def test_every_feature_combination_parses_through_the_agent(
+    nomad_client, tmp_path, feature_set, lookup
+):
+    attributes, tls_dir = FEATURES[feature_set]
+    expected_name, file_name, requested = LOOKUPS[lookup]
+    if lookup != "packaged":
+        (tmp_path / "nomad_templates").mkdir()
+        (tmp_path / "nomad_templates" / file_name).write_text(OVERRIDE)
+    settings = step_settings(**attributes, **({"template": requested} if requested else {}))
+    rendered = render_step(
+        settings, IDENTITY, TaskLaunch("echo hi"), tmp_path, tls_dir=tls_dir, values={"marker": "m"}
     )
     job = parse_jobspec(rendered, nomad_client)
-    assert job["Meta"]["metaflow.template"] == f"v1/{variant}.nomad.hcl.j2"
+    assert job["Meta"]["metaflow.template"] == expected_name
+    assert job["Meta"]["metaflow.template_version"] == "v1"
     assert job["Meta"]["metaflow.template_sha256"] == rendered.template.sha256
-    task = job["TaskGroups"][0]["Tasks"][0]
+    group = job["TaskGroups"][0]
+    assert (group.get("Meta") or {}).get("override") == (None if lookup == "packaged" else "m")
+    task = group["Tasks"][0]
     devices = task["Resources"].get("Devices") or []
-    if "gpu" in variant:
+    if attributes.get("gpu"):
         assert [(d["Name"], d["Count"]) for d in devices] == [("nvidia/gpu", attributes["gpu"])]
     else:
         assert devices == []
-    if tls is not None:
-        assert task["Env"]["NOMAD_CACERT"] == "/etc/nomad-tls/ca.pem"
+    if tls_dir is not None:
+        assert task["Env"]["NOMAD_CACERT"] == "/etc/metaflow-nomad/tls/ca.pem"
         mounts = task["Config"]["mount"]
-        assert mounts[0]["source"] == "/etc/nomad-tls" and mounts[0]["readonly"] is True
+        assert mounts[0]["source"] == TLS_DIR and mounts[0]["readonly"] is True
+    else:
+        assert "NOMAD_CACERT" not in task["Env"]
+        assert "mount" not in task["Config"]
 
 
 def test_project_override_extending_a_block_parses(nomad_client, tmp_path):
     (tmp_path / "nomad_templates").mkdir()
-    (tmp_path / "nomad_templates" / "plain.nomad.hcl.j2").write_text(
+    (tmp_path / "nomad_templates" / "base.nomad.hcl.j2").write_text(
         textwrap.dedent(
             """\
             {# metaflow-nomad-template-api: v1 #}
-            {% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}
+            {% extends "metaflow_nomad/v1/base.nomad.hcl.j2" %}
             {% block constraints %}
             {{ super() }}
               affinity {
@@ -85,33 +110,31 @@ def test_project_override_extending_a_block_parses(nomad_client, tmp_path):
         )
     )
     constraint = {"attribute": "${attr.kernel.name}", "operator": "=", "value": "linux"}
-    rendered = render_jobspec(
+    rendered = render_step(
         step_settings(constraints=[constraint]),
         IDENTITY,
         TaskLaunch("echo hi"),
-        str(tmp_path),
+        tmp_path,
         values={"preferred_dc": "dc1"},
     )
     job = parse_jobspec(rendered, nomad_client)
     assert job["Affinities"][0]["LTarget"] == "${node.datacenter}"
     assert job["Affinities"][0]["RTarget"] == "dc1"
     assert job["Constraints"][0]["LTarget"] == "${attr.kernel.name}"
-    assert job["Meta"]["metaflow.template"] == "plain.nomad.hcl.j2"
+    assert job["Meta"]["metaflow.template"] == "base.nomad.hcl.j2"
 
 
 def test_parse_error_points_at_the_template_line(nomad_client, tmp_path):
     (tmp_path / "nomad_templates").mkdir()
     (tmp_path / "nomad_templates" / "broken.nomad.hcl.j2").write_text(
         "{# metaflow-nomad-template-api: v1 #}\n"
-        '{% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}\n'
+        '{% extends "metaflow_nomad/v1/base.nomad.hcl.j2" %}\n'
         "{% block task_extra %}\n"
         "\n"
         "      not_a_nomad_field = {{ memory }}\n"
         "{% endblock %}\n"
     )
-    rendered = render_jobspec(
-        step_settings(template="broken"), IDENTITY, TaskLaunch("x"), str(tmp_path)
-    )
+    rendered = render_step(step_settings(template="broken"), IDENTITY, TaskLaunch("x"), tmp_path)
     with pytest.raises(NomadParseError) as info:
         parse_jobspec(rendered, nomad_client)
     message = str(info.value)
@@ -192,9 +215,7 @@ def test_hostile_strings_round_trip_through_the_real_parser(
             ),
         }
     )
-    template = load_template(None, "plain")
-    context = build_template_context(hostile, IDENTITY, TaskLaunch(script), template)
-    job = nomad_client.parse(render_template(template, context))
+    job = nomad_client.parse(render_step(hostile, IDENTITY, TaskLaunch(script)).hcl)
     task = job["TaskGroups"][0]["Tasks"][0]
     assert task["Env"]["USER_VALUE"] == env_value
     assert job["Meta"][meta_key] == meta_value or meta_key.startswith("metaflow.")
@@ -224,7 +245,7 @@ def test_step_command_is_immune_to_runtime_interpolation(nomad_client, tmp_path)
     ]
     script = "".join(f"printf '%s\\n' {shlex.quote(s)}\n" for s in strings)
     identity = JobIdentity("TemplateFlow", str(time.time_ns()), "echo", "1", 0, "tester")
-    rendered = render_jobspec(step_settings(), identity, TaskLaunch(script), str(tmp_path))
+    rendered = render_step(step_settings(), identity, TaskLaunch(script), tmp_path)
     job = parse_jobspec(rendered, nomad_client)
     nomad_client.register(job)
     deadline = time.monotonic() + 60

@@ -15,8 +15,8 @@ from metaflow.exception import InvalidDecoratorAttribute
 from metaflow_nomad.errors import NomadSettingsError, NomadTemplateError
 from metaflow_nomad.model import JobIdentity, TaskLaunch
 from metaflow_nomad.plugin.decorator import NomadDecorator
-from metaflow_nomad.render.jobspec import render_jobspec
 from metaflow_nomad.settings import project_defaults_for_step, resolve_step_settings
+from tests.support.render import render_step
 
 CPU = (
     "a positive number: below 100 it counts vCPUs (e.g. cpu=2), 100 or more is MHz (e.g. cpu=4000)"
@@ -266,10 +266,10 @@ TEMPLATE_CASES = [
     (
         "block.nomad.hcl.j2",
         "{# metaflow-nomad-template-api: v1 #}\n"
-        '{% extends "metaflow_nomad/v1/plain.nomad.hcl.j2" %}\n'
+        '{% extends "metaflow_nomad/v1/base.nomad.hcl.j2" %}\n'
         "{% block taskextra %}{% endblock %}\n",
         "{dir}/block.nomad.hcl.j2:3: block 'taskextra' does not exist in "
-        "'metaflow_nomad/v1/plain.nomad.hcl.j2', so it would be ignored. Blocks you can replace: "
+        "'metaflow_nomad/v1/base.nomad.hcl.j2', so it would be ignored. Blocks you can replace: "
         "constraints, devices, dispatch, docker_options, driver_extra, env, extra_groups, "
         "extra_tasks, group_extra, job_placement, resources, task_config, task_extra.",
     ),
@@ -303,7 +303,7 @@ def test_bad_template(tmp_path, name, body, expected):
     (directory / name).write_text(textwrap.dedent(body))
     settings = resolve(nomad_attributes={"template": name, "driver": "raw_exec"})
     with pytest.raises(NomadTemplateError) as info:
-        render_jobspec(
-            settings, JobIdentity("F", "1", "train", "2", 0, "u"), TaskLaunch("x"), str(tmp_path)
+        render_step(
+            settings, JobIdentity("F", "1", "train", "2", 0, "u"), TaskLaunch("x"), tmp_path
         )
     assert str(info.value) == expected.replace("{dir}", str(directory))

@@ -1,0 +1,36 @@
+"""The run-wide render inputs, collected once from configuration and the project.
+
+Every entry point that renders jobs (a run's runtime, ``render``, ``doctor``,
+``nomad-workflows create|render``) calls ``render_inputs`` once and passes the
+result down; the render stage itself reads no configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.config import flow_directory, read_config
+from metaflow_nomad.plugin.step_settings import load_project_file
+from metaflow_nomad.render.inputs import RenderInputs
+
+
+def render_inputs(
+    connection: ConnectionSettings, values: Mapping[str, Any] | None = None
+) -> RenderInputs:
+    """The inputs for this flow's jobs, given how the launcher reaches the cluster.
+
+    ``values`` replaces the project file's ``values:`` (``render --values``).
+    """
+    config = read_config()
+    flow_dir = flow_directory()
+    if values is None:
+        values = load_project_file(flow_dir).get("values") or {}
+    return RenderInputs(
+        flow_dir=flow_dir,
+        templates_dir=config.get("NOMAD_TEMPLATES_DIR"),
+        task_tls_dir=config.get("NOMAD_TASK_TLS_DIR"),
+        mtls_address=connection.address if connection.uses_mtls else None,
+        values=dict(values),
+    )
