@@ -126,7 +126,7 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
     _step(
         "template",
         "name or path",
-        "the variant (see `nomad_templates/README.md`)",
+        "`base`, with the step's features (see `nomad_templates/README.md`)",
         "NOMAD_TEMPLATE",
     ),
     _step("pending_timeout", "seconds", "none", "NOMAD_PENDING_TIMEOUT"),
