@@ -16,9 +16,11 @@ setup: $(VENV)/.installed
 nomad:
 	bash scripts/get_nomad.sh >/dev/null
 
-# Debian's docker.io + debootstrap, and the cached offline Python 3.11 + Metaflow image rootfs.
+# Debian's docker.io + debootstrap, the cached offline Python 3.11 + Metaflow image rootfs,
+# and Debian's docker-registry (the private registry of the production-shaped test cluster).
 docker: setup
 	bash scripts/get_docker.sh engine >/dev/null && bash scripts/get_docker.sh image >/dev/null
+	bash scripts/get_docker.sh registry >/dev/null
 
 demo: setup nomad docker
 	$(PY) scripts/demo.py

@@ -190,6 +190,17 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "directory on every client node with ca.pem, client.pem, client-key.pem for tasks",
     ),
     _launcher("NOMAD_PYTHON", "the Python the task runs", "`python` on the node's PATH"),
+    _launcher(
+        "NOMAD_SERVICE_AUTH_VARIABLE",
+        "the Nomad Variable (in the job's namespace) whose item METAFLOW_SERVICE_HEADERS "
+        "tasks and runners get, when the launcher sends the metadata service headers",
+        "`nomad/jobs`",
+    ),
+    _launcher(
+        "NOMAD_LEASE_TIMEOUT",
+        "seconds a run's tasks keep running once its launcher stops renewing the run's lease",
+        "60",
+    ),
 )
 
 # Name (after the METAFLOW_ prefix) -> the standard Nomad variable it falls back to.
@@ -202,8 +213,15 @@ CONNECTION_SPECS = {s.connection_field: s for s in SETTING_SPECS if s.connection
 
 # Values under these names are credentials; in a jobspec they would be stored in
 # plain text, so they must come from the cluster (Variables, Vault, node files).
+# The metadata service's key and headers reach tasks from a Nomad Variable
+# (feature service_auth, docs/metadata-service.md).
 SECRET_ENV_KEYS = frozenset(
-    {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+    {
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "METAFLOW_SERVICE_AUTH_KEY",
+        "METAFLOW_SERVICE_HEADERS",
+    }
     | {n for s in SETTING_SPECS if s.secret for n in (s.metaflow_name, s.standard_env) if n}
 )
 

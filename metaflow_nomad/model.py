@@ -128,6 +128,26 @@ LOGS_IN_PLACE_ENV = "METAFLOW_NOMAD_LOGS_IN_PLACE"
 EXIT_FILE_ENV = "METAFLOW_NOMAD_EXIT_FILE"
 
 
+# The run's lease (``plugin.run_lease``): where the task reads it, and after how
+# many seconds without a renewal the task stops its step (``task.lease_watch``).
+LEASE_ENV = "METAFLOW_NOMAD_LEASE"
+LEASE_TIMEOUT_ENV = "METAFLOW_NOMAD_LEASE_TIMEOUT_S"
+LEASE_FILE = "_nomad_lease"
+
+# The exit status of a task whose attempt another allocation holds (``task.attempt_claim``).
+CLAIMED_ELSEWHERE = 3
+
+
+def claim_refusal(attempt_file: str, holder: str) -> str:
+    """What a replacement allocation says before it exits without running the step."""
+    return (
+        f"metaflow-nomad: this attempt already ran in allocation {holder} ({attempt_file}); "
+        "Nomad placed this allocation in its place (its node was lost or stopped "
+        "heartbeating). Exiting without running the step, so that the attempt's results "
+        "are never written twice; @retry runs a new attempt."
+    )
+
+
 @dataclass(frozen=True)
 class TaskLogs:
     """Where the task's output lands in the datastore, in mflog's format: the
@@ -138,6 +158,8 @@ class TaskLogs:
     datastore_type: str
     # Local datastore: the file the task writes its step's exit status to.
     exit_file: str | None = None
+    # Next to the attempt's files: the first allocation of the attempt claims it here.
+    claim_url: str | None = None
 
 
 @dataclass(frozen=True)

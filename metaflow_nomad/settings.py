@@ -9,9 +9,11 @@ Precedence, highest first (documented in docs/settings.md):
 5. the standard ``NOMAD_*`` variables of the Nomad CLI, where one applies
 6. built-in defaults
 
-Everything here is pure: inputs in, a frozen ``StepSettings`` out, or a
-``NomadSettingsError`` naming the step, the setting, the bad value, where it came
-from and what is accepted.  Nothing is rendered or submitted before this passes.
+Everything here is pure: inputs in, a frozen ``StepSettings`` out, or an error
+holding every bad value of the step, each a ``NomadSettingsError`` naming the
+step, the setting, the bad value, where it came from and what is accepted (one
+bad value is raised as it is; several together, see ``errors.raise_problems``).
+Nothing is rendered or submitted before this passes.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metaflow_nomad.config import STEP_SPECS
-from metaflow_nomad.errors import NomadSettingsError
-from metaflow_nomad.validation import Validator, as_number
+from metaflow_nomad.errors import NomadSettingsError, raise_problems
+from metaflow_nomad.validation import Validator
 
 DRIVERS = ("docker", "exec", "raw_exec")
 # Settings of the docker driver's config block; other drivers have no such options.
@@ -106,6 +108,9 @@ def resolve_step_settings(
 ) -> StepSettings:
     """Merge every layer for one step and validate the result.
 
+    Every setting is checked even after a bad one, and all of the step's problems
+    are raised together, so that one run tells the user everything to fix.
+
     ``nomad_attributes`` and ``resources_attributes`` hold only values the user
     set (None means unset).  ``project_defaults`` is the already-selected mapping
     for this step from ``metaflow_nomad.yaml`` (see ``project_defaults_for_step``).
@@ -116,18 +121,17 @@ def resolve_step_settings(
     standard_env = standard_env or {}
     python_version = python_version or sys.version_info[:2]
 
-    unknown = sorted(set(project_defaults) - set(DECORATOR_ATTRIBUTES))
-    if unknown:
-        raise NomadSettingsError(
-            step_name,
-            unknown[0],
-            project_defaults[unknown[0]],
+    sources: dict[str, str] = {}
+    v = Validator(step_name, sources)
+    for key in sorted(set(project_defaults) - set(DECORATOR_ATTRIBUTES)):
+        v.fail(
+            key,
+            project_defaults[key],
             "one of: " + ", ".join(DECORATOR_ATTRIBUTES),
-            "metaflow_nomad.yaml",
+            source="metaflow_nomad.yaml",
         )
 
     raw: dict[str, Any] = {}
-    sources: dict[str, str] = {}
     for name in DECORATOR_ATTRIBUTES:
         value, source = _pick(
             name, nomad_attributes, resources_attributes, config, project_defaults, standard_env
@@ -135,35 +139,31 @@ def resolve_step_settings(
         raw[name] = value
         sources[name] = source
 
-    mhz_per_vcpu = as_number(
-        step_name,
+    mhz_per_vcpu = v.number(
         "METAFLOW_NOMAD_MHZ_PER_VCPU",
         config.get("NOMAD_MHZ_PER_VCPU", DEFAULT_MHZ_PER_VCPU),
-        "config",
-        "a positive number of MHz per vCPU, e.g. 1000",
         minimum=1,
+        accepted="a positive number of MHz per vCPU, e.g. 1000",
+        source="config",
     )
-    v = Validator(step_name, sources)
     driver = v.choice("driver", raw["driver"], DRIVERS)
     image = raw["image"]
     if image is None:
         image = "python:%d.%d" % python_version
         sources["image"] = "default"
-    image = v.token("image", image, "a non-empty image name without spaces, e.g. python:3.11")
-    gpu = v.integer("gpu", raw["gpu"], minimum=0, accepted="a whole number of GPUs >= 0")
-    return StepSettings(
-        step_name=step_name,
+    values = dict(
         driver=driver,
-        image=image,
+        image=v.token("image", image, "a non-empty image name without spaces, e.g. python:3.11"),
         region=v.optional_name("region", raw["region"]),
         datacenters=v.name_list("datacenters", raw["datacenters"]),
         constraints=v.constraints(raw["constraints"]),
-        cpu=v.cpu(raw["cpu"], mhz_per_vcpu),
+        # A bad MHz-per-vCPU is a problem of its own: the cpu value is still checked.
+        cpu=v.cpu(raw["cpu"], mhz_per_vcpu or DEFAULT_MHZ_PER_VCPU),
         memory=v.integer(
             "memory", raw["memory"], minimum=MIN_MEMORY_MB, accepted="a whole number of MB >= 10"
         ),
         disk=v.integer("disk", raw["disk"], minimum=1, accepted="a whole number of MB > 0"),
-        gpu=gpu,
+        gpu=v.integer("gpu", raw["gpu"], minimum=0, accepted="a whole number of GPUs >= 0"),
         gpu_vendor=v.vendor(raw["gpu_vendor"]),
         nomad_namespace=v.optional_name("nomad_namespace", raw["nomad_namespace"]),
         node_pool=v.optional_name("node_pool", raw["node_pool"]),
@@ -178,15 +178,20 @@ def resolve_step_settings(
         pending_timeout=_pending_timeout(v, raw["pending_timeout"]),
         docker=_docker_options(v, raw, driver),
         package_cache=v.optional_node_path("package_cache", raw["package_cache"]),
-        sources=sources,
     )
+    raise_problems(v.problems)
+    return StepSettings(step_name=step_name, sources=sources, **values)
 
 
-def _docker_options(v: Validator, raw: Mapping[str, Any], driver: str) -> DockerOptions | None:
+def _docker_options(
+    v: Validator, raw: Mapping[str, Any], driver: str | None
+) -> DockerOptions | None:
     """Docker options for a docker step.  For another driver, one set on the step
     itself is a mistake worth stopping for; one from config or the project file
-    (meant for the docker steps of a mixed flow) does not apply and is left out."""
-    if driver != "docker":
+    (meant for the docker steps of a mixed flow) does not apply and is left out.
+    With a bad driver (None) the values are still checked, so that their problems
+    are in the same report."""
+    if driver not in ("docker", None):
         for name in DOCKER_SETTINGS:
             if v.sources.get(name) == "@nomad" and raw[name] not in (None, False, [], ()):
                 v.fail(name, raw[name], f"a setting of the docker driver; this step uses {driver}")

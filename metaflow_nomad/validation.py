@@ -1,9 +1,11 @@
-"""Checks for one setting value at a time, each failing with a ``NomadSettingsError``
-that names the step, the setting, the value, its source and the accepted form."""
+"""Checks for one setting value at a time.  Each bad value is recorded as a
+``NomadSettingsError`` that names the step, the setting, the value, its source and
+the accepted form, and the checks go on, so that one run reports every bad value."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -40,19 +42,22 @@ _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VENDOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
-def as_number(step, setting, value, source, accepted, minimum=None):
+def _finite_number(value: Any) -> float | None:
+    """A number from a number or its text (--with and config give text), or None.
+
+    Booleans are not numbers here, and neither are NaN and infinity: no setting can
+    use them, and infinity would overflow as a whole number of MB or MHz.
+    """
     if isinstance(value, bool):
-        raise NomadSettingsError(step, setting, value, accepted, source)
+        return None
     if isinstance(value, (int, float)):
         number = value
     else:
         try:
             number = float(str(value).strip())
         except ValueError:
-            raise NomadSettingsError(step, setting, value, accepted, source) from None
-    if number != number or (minimum is not None and number < minimum):  # NaN or too small
-        raise NomadSettingsError(step, setting, value, accepted, source)
-    return number
+            return None
+    return number if math.isfinite(number) else None
 
 
 def parse_structured(value: Any) -> Any:
@@ -66,50 +71,77 @@ def parse_structured(value: Any) -> Any:
 
 
 class Validator:
+    """Checks one step's values and records each bad one in ``problems``.
+
+    A check that finds a bad value records it and returns None in its place, so the
+    caller goes on to the next setting; ``resolve_step_settings`` raises all of a
+    step's problems together once every setting was checked.
+    """
+
     def __init__(self, step: str, sources: Mapping[str, str]):
         self.step = step
         self.sources = sources
+        self.problems: list[NomadSettingsError] = []
 
-    def fail(self, setting: str, value: Any, accepted: str):
-        raise NomadSettingsError(
-            self.step, setting, value, accepted, self.sources.get(setting, "default")
-        )
+    def fail(self, setting: str, value: Any, accepted: str, source: str | None = None) -> None:
+        """Record a bad value; returns the placeholder a check gives back for it."""
+        source = source or self.sources.get(setting, "default")
+        self.problems.append(NomadSettingsError(self.step, setting, value, accepted, source))
 
-    def number(self, setting, value, minimum=None, accepted="a number"):
-        return as_number(
-            self.step, setting, value, self.sources.get(setting, "default"), accepted, minimum
-        )
+    def number(
+        self,
+        setting: str,
+        value: Any,
+        minimum: float | None = None,
+        accepted: str = "a number",
+        source: str | None = None,
+    ) -> float | None:
+        number = _finite_number(value)
+        if number is None or (minimum is not None and number < minimum):
+            return self.fail(setting, value, accepted, source)
+        return number
 
-    def integer(self, setting, value, minimum=None, maximum=None, accepted=None):
+    def integer(
+        self,
+        setting: str,
+        value: Any,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        accepted: str | None = None,
+    ) -> int | None:
         if accepted is None:
             accepted = f"a whole number between {minimum} and {maximum}"
         number = self.number(setting, value, minimum=minimum, accepted=accepted)
+        if number is None:
+            return None
         if number != int(number) or (maximum is not None and number > maximum):
-            self.fail(setting, value, accepted)
+            return self.fail(setting, value, accepted)
         return int(number)
 
-    def cpu(self, value, mhz_per_vcpu):
+    def cpu(self, value: Any, mhz_per_vcpu: float) -> int | None:
         accepted = (
             "a positive number: below 100 it counts vCPUs (e.g. cpu=2), "
             "100 or more is MHz (e.g. cpu=4000)"
         )
         number = self.number("cpu", value, accepted=accepted)
+        if number is None:
+            return None
         if number <= 0:
-            self.fail("cpu", value, accepted)
+            return self.fail("cpu", value, accepted)
         mhz = number * mhz_per_vcpu if number < VCPU_THRESHOLD else number
         return max(1, round(mhz))
 
-    def choice(self, setting, value, choices):
+    def choice(self, setting: str, value: Any, choices: tuple[str, ...]) -> str | None:
         if value not in choices:
-            self.fail(setting, value, "one of: " + ", ".join(choices))
+            return self.fail(setting, value, "one of: " + ", ".join(choices))
         return value
 
-    def token(self, setting, value, accepted):
+    def token(self, setting: str, value: Any, accepted: str) -> str | None:
         if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
-            self.fail(setting, value, accepted)
+            return self.fail(setting, value, accepted)
         return value
 
-    def optional_node_path(self, setting, value):
+    def optional_node_path(self, setting: str, value: Any) -> str | None:
         """An absolute path on the client nodes, usable as both sides of a docker
         bind mount (so no ':')."""
         if value is None:
@@ -120,17 +152,17 @@ class Validator:
             or ":" in value
             or any(c in value for c in "\n\r")
         ):
-            self.fail(setting, value, "an absolute path on the client nodes without ':'")
+            return self.fail(setting, value, "an absolute path on the client nodes without ':'")
         return value.rstrip("/") or "/"
 
-    def optional_name(self, setting, value):
+    def optional_name(self, setting: str, value: Any) -> str | None:
         if value is None:
             return None
         if not isinstance(value, str) or not _NAME_RE.match(value):
-            self.fail(setting, value, "a Nomad name: letters, digits, '.', '_' or '-'")
+            return self.fail(setting, value, "a Nomad name: letters, digits, '.', '_' or '-'")
         return value
 
-    def boolean(self, setting, value) -> bool:
+    def boolean(self, setting: str, value: Any) -> bool | None:
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()
@@ -138,29 +170,29 @@ class Validator:
             return True
         if text in ("0", "false", "no", "off", ""):
             return False
-        self.fail(setting, value, "true or false")
+        return self.fail(setting, value, "true or false")
 
-    def duration(self, setting, value) -> str | None:
+    def duration(self, setting: str, value: Any) -> str | None:
         if value is None:
             return None
         if not isinstance(value, str) or not _DURATION_RE.match(value):
-            self.fail(setting, value, "a duration such as 90s, 10m or 1h30m")
+            return self.fail(setting, value, "a duration such as 90s, 10m or 1h30m")
         return value
 
-    def network_mode(self, value) -> str | None:
+    def network_mode(self, value: Any) -> str | None:
         if value is None:
             return None
         if value not in NETWORK_MODES and not (
             isinstance(value, str) and value.startswith("container:") and len(value) > 10
         ):
-            self.fail(
+            return self.fail(
                 "network_mode",
                 value,
                 "one of " + ", ".join(NETWORK_MODES) + ", or container:<name>",
             )
         return value
 
-    def volumes(self, value) -> tuple[str, ...]:
+    def volumes(self, value: Any) -> tuple[str, ...] | None:
         original = value
         value = parse_structured(value)
         if isinstance(value, str):
@@ -170,34 +202,34 @@ class Validator:
             "e.g. ['/data/shared:/data:ro']"
         )
         if not isinstance(value, (list, tuple)):
-            self.fail("volumes", original, accepted)
+            return self.fail("volumes", original, accepted)
         for item in value:
             parts = item.split(":") if isinstance(item, str) else []
             if not 2 <= len(parts) <= 3 or not all(parts[:2]) or not parts[1].startswith("/"):
-                self.fail("volumes", original, accepted)
+                return self.fail("volumes", original, accepted)
             if len(parts) == 3 and parts[2] not in ("ro", "rw"):
-                self.fail("volumes", original, accepted)
+                return self.fail("volumes", original, accepted)
         return tuple(value)
 
-    def vendor(self, value):
+    def vendor(self, value: Any) -> str | None:
         if not isinstance(value, str) or not _VENDOR_RE.match(value):
-            self.fail("gpu_vendor", value, "a device vendor such as 'nvidia' or 'amd'")
+            return self.fail("gpu_vendor", value, "a device vendor such as 'nvidia' or 'amd'")
         return value
 
-    def name_list(self, setting, value):
+    def name_list(self, setting: str, value: Any) -> tuple[str, ...] | None:
         original = value
         value = parse_structured(value)
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",")]
         accepted = "a non-empty list of names, e.g. ['dc1', 'east-2a']"
         if not isinstance(value, (list, tuple)) or not value:
-            self.fail(setting, original, accepted)
+            return self.fail(setting, original, accepted)
         for item in value:
             if not isinstance(item, str) or not item or any(c.isspace() for c in item):
-                self.fail(setting, original, accepted)
+                return self.fail(setting, original, accepted)
         return tuple(value)
 
-    def constraints(self, value):
+    def constraints(self, value: Any) -> tuple[dict[str, str], ...] | None:
         value = parse_structured(value)
         accepted = (
             "a list of dicts with keys 'attribute', 'operator' and 'value', e.g. "
@@ -206,17 +238,19 @@ class Validator:
         if isinstance(value, dict):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            self.fail("constraints", value, accepted)
+            return self.fail("constraints", value, accepted)
         result = []
         for item in value:
             if not isinstance(item, dict) or not item:
-                self.fail("constraints", item, accepted)
+                return self.fail("constraints", item, accepted)
             extra = set(item) - {"attribute", "operator", "value"}
             if extra:
-                self.fail("constraints", item, accepted + f" (unknown key {sorted(extra)[0]!r})")
+                return self.fail(
+                    "constraints", item, accepted + f" (unknown key {sorted(extra)[0]!r})"
+                )
             operator = item.get("operator", "=")
             if operator not in CONSTRAINT_OPERATORS:
-                self.fail(
+                return self.fail(
                     "constraints",
                     item,
                     "an operator among: " + ", ".join(CONSTRAINT_OPERATORS),
@@ -225,33 +259,37 @@ class Validator:
             for key in ("attribute", "value"):
                 if key in item:
                     if not isinstance(item[key], (str, int, float)) or isinstance(item[key], bool):
-                        self.fail("constraints", item, accepted)
+                        return self.fail("constraints", item, accepted)
                     constraint[key] = str(item[key])
             if "attribute" not in constraint and operator not in ("distinct_hosts",):
-                self.fail("constraints", item, accepted + " ('attribute' is required)")
+                return self.fail("constraints", item, accepted + " ('attribute' is required)")
             result.append(constraint)
         return tuple(result)
 
-    def env(self, value):
+    def env(self, value: Any) -> dict[str, str] | None:
         env = self.string_map("env", value, key_re=_ENV_KEY_RE)
+        if env is None:
+            return None
         problem = secret_env_problem(env)
         if problem:
             key = sorted(SECRET_ENV_KEYS & set(env))[0]
-            self.fail("env", {key: "<hidden>"}, problem)
+            return self.fail("env", {key: "<hidden>"}, problem)
         return env
 
-    def string_map(self, setting, value, key_re):
+    def string_map(
+        self, setting: str, value: Any, key_re: re.Pattern[str] | None
+    ) -> dict[str, str] | None:
         value = parse_structured(value)
         accepted = "a dict of string keys to string values"
         if key_re is not None:
             accepted += " (keys must be valid environment variable names)"
         if not isinstance(value, dict):
-            self.fail(setting, value, accepted)
+            return self.fail(setting, value, accepted)
         result = {}
         for key, item in value.items():
             if not isinstance(key, str) or not key or (key_re and not key_re.match(key)):
-                self.fail(setting, value, accepted)
+                return self.fail(setting, value, accepted)
             if isinstance(item, (dict, list)) or item is None:
-                self.fail(setting, value, accepted)
+                return self.fail(setting, value, accepted)
             result[key] = item if isinstance(item, str) else json.dumps(item)
         return result

@@ -5,9 +5,13 @@
 #                                  installed; prints the dockerd path
 #   scripts/get_docker.sh image    ensure a cached Python 3.11 + Metaflow rootfs tarball;
 #                                  prints its path (for `docker import`)
+#   scripts/get_docker.sh registry ensure Debian's docker-registry (Docker's distribution
+#                                  registry 2.x) is installed; prints its path
 #
-# The engine is never started here: tests start a private dockerd of their own
-# (metaflow_nomad/testing/docker_engine.py). Docker Hub is not reachable, so the image is
+# The engine and the registry are never started here: tests start a private dockerd and a
+# private registry of their own (metaflow_nomad/testing/docker_engine.py, registry.py). On a
+# host run by systemd, the docker-registry package enables its own service on port 5000; the
+# tests neither use nor need it. Docker Hub is not reachable, so the image is
 # built from Debian's packages with debootstrap, plus a venv at /opt/venv holding Metaflow
 # (the version installed in the project's .venv) and its runtime dependencies. The
 # metaflow-nomad code itself is not in the image: the code package brings it.
@@ -78,8 +82,13 @@ case "$TARGET" in
     command -v dockerd
     exit 0
     ;;
+  registry)
+    install_packages docker-registry:docker-registry
+    command -v docker-registry
+    exit 0
+    ;;
   image) ;;
-  *) log "unknown target '$TARGET' (expected: engine, image)"; exit 2 ;;
+  *) log "unknown target '$TARGET' (expected: engine, image, registry)"; exit 2 ;;
 esac
 
 if [ ! -x "$HOST_PYTHON" ]; then HOST_PYTHON="$(command -v python3)"; fi

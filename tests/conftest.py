@@ -6,6 +6,7 @@ import pytest
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
+from tests.support.cluster import production_cluster  # noqa: F401 - fixture
 from tests.support.deploy import deploy_cluster  # noqa: F401 - fixture
 from tests.support.docker import (  # noqa: F401 - fixtures
     docker_agent,
@@ -14,6 +15,7 @@ from tests.support.docker import (  # noqa: F401 - fixtures
 )
 from tests.support.flows import FlowRun, agent_path_env, flow_overrides
 from tests.support.flows import run_flow as run_flow_in
+from tests.support.metadata_service import metadata_service, service_gates  # noqa: F401
 from tests.support.s3 import credentials_in_nomad_variables, s3_server  # noqa: F401 - fixtures
 
 

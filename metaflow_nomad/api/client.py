@@ -18,25 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from metaflow_nomad.api.connection import ConnectionSettings
-from metaflow_nomad.api.diagnosis import (
-    api_error_hint,
-    check_tls_files,
-    describe_failure,
-    explain_api_error,
-    explain_denied,
-    explain_tls_failure,
-    is_transient,
-    job_namespace,
-    one_line,
-    unreachable_message,
-)
-from metaflow_nomad.api.task_api import is_unix_address
+from metaflow_nomad.api.diagnosis import check_tls_files, classify_failure, job_namespace
 from metaflow_nomad.api.transport import HttpError, NoAnswer, Response, Transport
 from metaflow_nomad.errors import (
-    NomadClientError,
+    NomadBadRequest,
+    NomadNotFound,
     NomadParseError,
-    NomadTlsError,
-    NomadUnreachable,
 )
 
 # Nomad adds up to wait/16 of jitter to a blocking query; leave room for it.
@@ -99,8 +86,9 @@ class NomadClient:
     ) -> Response:
         """One API call with bounded exponential backoff on transient failures.
 
-        Permanent failures (4xx, TLS, validation) raise at once with a message that
-        names the setting to fix: retrying them only delays the same answer.
+        Permanent failures (4xx, TLS, validation) raise at once: retrying them only
+        delays the same answer.  Either way the error is the typed one
+        ``classify_failure`` makes, whose message names the setting to fix.
         """
         if not self._checked_tls_files:
             check_tls_files(self.settings)
@@ -118,52 +106,25 @@ class NomadClient:
                     json=json,
                     timeout=(self.connect_timeout, limit) if self.connect_timeout else limit,
                 )
-            except (HttpError, NoAnswer) as exc:
-                status, text = describe_failure(exc)
-                tls_problem = explain_tls_failure(self.settings, exc)
-                if tls_problem:
-                    raise NomadTlsError(
-                        f"{method.upper()} /v1/{path}: {tls_problem}", status, tls_problem
-                    ) from None
-                if not is_transient(status, text) or attempt == attempts:
-                    raise self._error(method, path, status, text, params, json) from None
+            except (HttpError, NoAnswer) as failure:
+                error, transient = classify_failure(
+                    self.settings,
+                    f"{method.upper()} /v1/{path}",
+                    failure,
+                    (params or {}).get("namespace") or job_namespace(json),
+                    self._own_token,
+                )
+                if not transient or attempt == attempts:
+                    raise error from None
             self._sleep(min(self.max_backoff, delay) * self._jitter(JITTER_LOW, 1.0))
             delay *= 2
         raise AssertionError("unreachable")
 
-    def _error(self, method, path, status, text, params, body) -> NomadClientError:
-        """The exception for a failed request: the full message names the request,
-        ``detail`` only what went wrong and what to change."""
-        if status is None:
-            detail = unreachable_message(self.settings, text)
-            return NomadUnreachable(f"{method.upper()} /v1/{path}: {detail}", None, detail)
-        text = one_line(text)
-        message = explain_api_error(self.settings, method, path, status, text)
-        hint = api_error_hint(status, text)
-        text = text or f"HTTP {status}"
-        detail = f"{text}. {hint}" if hint else text
-        if status == 403:
-            namespace = (params or {}).get("namespace") or job_namespace(body)
-            denied = self._explain_denied(namespace)
-            message, detail = f"{message}. {denied}", f"{detail}. {denied}"
-        return NomadClientError(message, status, detail)
-
-    def _explain_denied(self, namespace: str | None) -> str:
-        if is_unix_address(self.settings.address):
-            namespace = namespace or self.settings.namespace or "default"
-            return (
-                f"This task's workload identity is not allowed to do this in namespace "
-                f"'{namespace}'. A deployed flow's runner needs its ACL policy bound to its "
-                "runner job: `python FLOW.py nomad-workflows policy` prints the policy and "
-                "the `nomad acl policy apply` command. (Nomad also stops accepting the "
-                "identity as soon as the task's allocation is being stopped.)"
-            )
-
-        def own_token() -> dict:
-            self.request_count += 1
-            return self._api.request("get", "v1/acl/token/self", timeout=self.timeout).json()
-
-        return explain_denied(self.settings, namespace, own_token)
+    def _own_token(self) -> dict:
+        """The token in use, looked up to explain a denial (never retried: the denial
+        is already the answer)."""
+        self.request_count += 1
+        return self._api.request("get", "v1/acl/token/self", timeout=self.timeout).json()
 
     # -- jobs --------------------------------------------------------------------
 
@@ -180,10 +141,8 @@ class NomadClient:
                 params=_ns(namespace),
                 json={"JobHCL": hcl, "Canonicalize": True},
             ).json()
-        except NomadClientError as exc:
-            if exc.status == 400 and "HTTPS server" not in str(exc):
-                raise NomadParseError(str(exc).split(": ", 2)[-1]) from None
-            raise
+        except NomadBadRequest as exc:
+            raise NomadParseError(exc.reason) from None
 
     def register(self, job: dict, source: str | None = None) -> dict:
         """Submit a parsed job; ``source`` (the HCL) is stored with it, so the Nomad
@@ -238,10 +197,8 @@ class NomadClient:
     def job(self, job_id: str, namespace: str | None = None) -> dict | None:
         try:
             return self._call("get", "job/" + _quote(job_id), params=_ns(namespace)).json()
-        except NomadClientError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except NomadNotFound:
+            return None
 
     def list_jobs(
         self,
@@ -302,10 +259,9 @@ class NomadClient:
         }
         try:
             response = self._call("get", "client/fs/logs/" + _quote(alloc_id), params=params)
-        except NomadClientError as exc:
-            if exc.status in (404, 400) or "not started" in str(exc):
-                return ""
-            raise
+        except (NomadNotFound, NomadBadRequest):
+            # Not started yet, or not yet known to its node: no logs so far.
+            return ""
         return response.content.decode("utf-8", errors="replace")
 
     def plan(self, job: dict) -> dict:
@@ -333,10 +289,8 @@ class NomadClient:
     def node_pool(self, name: str) -> dict | None:
         try:
             return self._call("get", "node/pool/" + _quote(name)).json()
-        except NomadClientError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except NomadNotFound:
+            return None
 
     def nodes(self) -> list[dict]:
         """Client nodes with their drivers and devices (needs ``node:read``)."""
@@ -349,3 +303,12 @@ def _ns(namespace: str | None) -> dict:
 
 def _quote(part: str) -> str:
     return urllib.parse.quote(part, safe="")
+
+
+def default_client(timeout: float = 10, max_attempts: int = 6) -> NomadClient:
+    """A client for the cluster the launcher's settings name."""
+    return NomadClient(
+        ConnectionSettings.from_environment(),
+        timeout=timeout,
+        max_attempts=max_attempts,
+    )

@@ -1,10 +1,13 @@
-"""API failures explained in terms of the setting that fixes them, and the
-transient/permanent policy that decides whether a failure is retried.
+"""Failed API requests as typed errors that name the setting that fixes them, and
+the transient/permanent policy that decides whether a failure is retried.
 
+``classify_failure`` is the one place that reads Nomad's status and answer: Nomad
+has no error codes, only words, so callers catch ``NomadNotFound``,
+``NomadForbidden``... instead of matching text that a Nomad release may reword.
 A failed handshake reaches the transport as a bare SSL error, a reset or an EOF;
-this module turns it into "set METAFLOW_NOMAD_CACERT to the cluster's CA" and
+the classifier turns it into "set METAFLOW_NOMAD_CACERT to the cluster's CA" and
 the like, probing the server itself where the error alone does not say why.
-Pure functions, apart from those TLS probes: the client decides what to do.
+Pure functions, apart from those TLS probes and the token lookup a denial needs.
 """
 
 from __future__ import annotations
@@ -18,8 +21,22 @@ from collections.abc import Callable
 from typing import Any
 
 from metaflow_nomad.api.connection import SETTING, ConnectionSettings
+from metaflow_nomad.api.task_api import is_unix_address
 from metaflow_nomad.api.transport import HttpError, NoAnswer, tls_context
-from metaflow_nomad.errors import NomadClientError
+from metaflow_nomad.errors import (
+    NomadAclDisabled,
+    NomadBadRequest,
+    NomadClientError,
+    NomadForbidden,
+    NomadNotFound,
+    NomadTlsError,
+    NomadTlsMismatch,
+    NomadTokenMissing,
+    NomadUnknownNamespace,
+    NomadUnknownNodePool,
+    NomadUnreachable,
+    sentence,
+)
 
 TRANSIENT_STATUS = {500, 502, 503, 504, 429}
 # Nomad answers 500 for some requests that will fail the same way every time.
@@ -36,45 +53,126 @@ PERMANENT_500_MARKERS = (
     "is not a parameterized job",
     "non-tracked job",
 )
+# Nomad's own words for the failures callers tell apart (read by classify_failure only).
+HTTPS_ANSWER = "HTTP request to an HTTPS server"
+ACL_DISABLED_ANSWER = "ACL support disabled"
+NOT_STARTED_ANSWER = "not started"
+PARSE_PREAMBLE = "Failed to parse job: "
+NO_REGION_ANSWER = "No path to region"
+NO_NAMESPACE_ANSWER = "nonexistent namespace"
+NO_NODE_POOL_ANSWER = re.compile(r'nonexistent node pool "([^"]*)"')
 
 
-def explain_tls_failure(settings: ConnectionSettings, exc: Exception) -> str | None:
-    """A TLS failure, in terms of the setting that fixes it (None if not a TLS failure).
+def classify_failure(
+    settings: ConnectionSettings,
+    request: str,
+    failure: HttpError | NoAnswer,
+    namespace: str | None,
+    own_token: Callable[[], dict],
+) -> tuple[NomadClientError, bool]:
+    """The typed error for a failed ``request`` ("GET /v1/jobs"), and whether
+    retrying it may help.
+
+    The one place that reads Nomad's status and answer, once.  ``namespace`` is
+    the one the request was about and ``own_token`` looks the token up
+    (``/v1/acl/token/self``): a denial says which token lacks what, where.
+    """
+    if isinstance(failure, NoAnswer):
+        tls = _tls_failure(settings, failure)
+        if tls is not None:
+            kind, detail = tls
+            return kind(detail, request), False
+        return NomadUnreachable(unreachable_message(settings, str(failure)), request), True
+    status = failure.response.status_code
+    raw = failure.response.text.strip()
+    transient = is_transient(status, raw)
+    answer = one_line(raw) or f"HTTP {status}"
+    if status == 400 and HTTPS_ANSWER in answer:
+        detail = f"{answer}. The cluster serves HTTPS: set {SETTING['address']} to https://..."
+        return NomadTlsMismatch(detail, request, status), transient
+    if status == 403:
+        kind, why = _why_denied(settings, namespace, own_token)
+        return kind(f"{answer}. {why}", request, status, explanation=why), transient
+    if status == 404 or NOT_STARTED_ANSWER in answer:
+        return NomadNotFound(answer, request, status), transient
+    if status == 400 and ACL_DISABLED_ANSWER in answer:
+        return NomadAclDisabled(answer, request, status), transient
+    if status == 400:
+        reason = answer.removeprefix(PARSE_PREAMBLE)
+        return NomadBadRequest(answer, request, status, reason=reason), transient
+    if status == 500:
+        return _missing_on_cluster(answer, request, status), transient
+    return NomadClientError(answer, request, status), transient
+
+
+def _missing_on_cluster(answer: str, request: str, status: int) -> NomadClientError:
+    """A 500 naming a region, namespace or node pool the cluster lacks, with where to
+    choose another; any other 500 as it is."""
+    pool = NO_NODE_POOL_ANSWER.search(answer)
+    if pool:
+        detail = (
+            f"{answer}. Create the node pool (`nomad node pool apply`), or choose another "
+            "with METAFLOW_NOMAD_NODE_POOL or @nomad(node_pool=...)."
+        )
+        return NomadUnknownNodePool(detail, request, status, node_pool=pool.group(1))
+    if NO_NAMESPACE_ANSWER in answer:
+        detail = (
+            f"{answer}. Create the namespace, or choose another with "
+            f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
+        )
+        return NomadUnknownNamespace(detail, request, status)
+    if NO_REGION_ANSWER in answer:
+        return NomadClientError(f"{answer}. Check {SETTING['region']}.", request, status)
+    return NomadClientError(answer, request, status)
+
+
+def _tls_failure(
+    settings: ConnectionSettings, failure: NoAnswer
+) -> tuple[type[NomadTlsError], str] | None:
+    """A TLS failure's class, and what to set to fix it (None if not a TLS failure).
 
     Under TLS 1.3 the server checks the client certificate after the client thinks
     the handshake is done, so its alert often loses the race with our request and
     shows up as a bare EOF or reset.  A TLS 1.2 handshake, where that check happens
     inside the handshake, then recovers the server's actual reason.
     """
-    if not isinstance(exc, NoAnswer):
-        return None
-    text = str(exc)
+    text = str(failure)
     explained = _classify_tls(settings, text)
     if explained:
         return explained
-    is_ssl, aborted = exc.tls, exc.aborted
-    if settings.address.startswith("http://") and aborted and _speaks_tls(settings.address):
-        return f"the cluster serves HTTPS: set {SETTING['address']} to https://..."
-    if settings.address.startswith("https://") and (is_ssl or aborted):
+    if settings.address.startswith("http://") and failure.aborted and _speaks_tls(settings.address):
+        return (
+            NomadTlsMismatch,
+            f"the cluster serves HTTPS: set {SETTING['address']} to https://...",
+        )
+    if settings.address.startswith("https://") and (failure.tls or failure.aborted):
         probe = _tls12_handshake_error(settings)
         explained = _classify_tls(settings, probe) if probe else None
         if explained:
             return explained
-    if is_ssl:
-        return (
+    if failure.tls:
+        return NomadTlsError, (
             f"TLS handshake with {settings.address} failed ({text}); check "
             f"{SETTING['ca_cert']}, {SETTING['client_cert']} and {SETTING['client_key']}."
         )
     return None
 
 
-def _classify_tls(settings: ConnectionSettings, text: str) -> str | None:
+def _classify_tls(
+    settings: ConnectionSettings, text: str
+) -> tuple[type[NomadTlsError], str] | None:
+    """OpenSSL's reason (its names, in the error's text) -> the setting that fixes it."""
     upper = text.upper()
     if "WRONG_VERSION_NUMBER" in upper:
-        return (
+        return NomadTlsMismatch, (
             f"{settings.address} does not speak TLS; use http:// in {SETTING['address']} "
             "or enable TLS on the cluster."
         )
+    problem = _certificate_problem(settings, upper)
+    return (NomadTlsError, problem) if problem else None
+
+
+def _certificate_problem(settings: ConnectionSettings, upper: str) -> str | None:
     if "MISMATCH" in upper or "DOESN'T MATCH" in upper:
         name = settings.tls_server_name or urllib.parse.urlsplit(settings.address).hostname
         return (
@@ -131,7 +229,7 @@ def _speaks_tls(address: str, timeout: float = 5) -> bool:
         with sock, context.wrap_socket(sock, server_hostname=parts.hostname):
             return True
     except ssl.SSLError as exc:
-        return "ALERT" in str(exc).upper()
+        return "ALERT" in (exc.reason or "")
     except OSError:
         return False
 
@@ -183,61 +281,48 @@ def check_tls_files(s: ConnectionSettings) -> None:
         )
 
 
-def explain_api_error(
-    settings: ConnectionSettings, method: str, path: str, status: int | None, text: str
-) -> str:
-    """An API failure other than a denial, with the setting that fixes it."""
-    message = _message(settings, method, path, status, text)
-    hint = api_error_hint(status, text)
-    return f"{message}. {hint}" if hint else message
-
-
-def api_error_hint(status: int | None, text: str) -> str | None:
-    """The setting that fixes an HTTP error answer, when the answer says which."""
-    if status == 400 and "HTTP request to an HTTPS server" in text:
-        return f"The cluster serves HTTPS: set {SETTING['address']} to https://..."
-    if status == 500 and "No path to region" in text:
-        return f"Check {SETTING['region']}."
-    if status == 500 and "nonexistent namespace" in text:
-        return (
-            f"Create the namespace, or choose another with "
-            f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
-        )
-    if status == 500 and "nonexistent node pool" in text:
-        return (
-            "Create the node pool (`nomad node pool apply`), or choose another with "
-            "METAFLOW_NOMAD_NODE_POOL or @nomad(node_pool=...)."
-        )
-    return None
-
-
-def explain_denied(
+def _why_denied(
     settings: ConnectionSettings, namespace: str | None, own_token: Callable[[], dict]
-) -> str:
-    """Tell a missing, an unknown and an under-privileged token apart.
+) -> tuple[type[NomadForbidden], str]:
+    """Tell a missing, an unknown and an under-privileged token (or a task's workload
+    identity) apart, and say what to change.
 
-    Nomad answers all three with the same ``403 Permission denied``; looking the
+    Nomad answers all of them with the same ``403 Permission denied``; looking the
     token up (``own_token``: ``/v1/acl/token/self``) is what separates them.
     """
     namespace = namespace or settings.namespace or "default"
-    if not settings.token:
-        return (
-            f"No ACL token is set and this cluster enforces ACLs: set {SETTING['token']} "
-            f"to the Secret ID of a token allowed to submit jobs in namespace '{namespace}'."
+    if is_unix_address(settings.address):
+        return NomadForbidden, (
+            f"This task's workload identity is not allowed to do this in namespace "
+            f"'{namespace}'. A deployed flow's runner needs its ACL policy bound to its "
+            "runner job: `python FLOW.py nomad-workflows policy` prints the policy and "
+            "the `nomad acl policy apply` command. (Nomad also stops accepting the "
+            "identity as soon as the task's allocation is being stopped.)"
         )
+    if not settings.token:
+        return NomadTokenMissing, sentence(missing_token_clause(namespace))
     try:
         own = own_token()
     except (HttpError, NoAnswer) as exc:
-        status, text = describe_failure(exc)
-        if status in (403, 404):
-            return unknown_token_message()
-        return f"Check {SETTING['token']} (looking the token up failed: {text})."
+        if isinstance(exc, HttpError) and exc.response.status_code in (403, 404):
+            return NomadForbidden, unknown_token_message()
+        text = exc.response.text.strip() if isinstance(exc, HttpError) else str(exc)
+        return NomadForbidden, f"Check {SETTING['token']} (looking the token up failed: {text})."
     policies = ", ".join(own.get("Policies") or []) or "none"
-    return (
+    return NomadForbidden, (
         f"The ACL token in {SETTING['token']} (name '{own.get('Name') or '-'}', policies: "
         f"{policies}) is not allowed to do this in namespace '{namespace}'. Use a token "
         f"whose policy covers that namespace, or choose a namespace it covers with "
         f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
+    )
+
+
+def missing_token_clause(namespace: str) -> str:
+    """Why a request without a token was denied; a clause, as doctor says it after
+    "denied: " (a denial's message makes it a sentence)."""
+    return (
+        f"no ACL token is set and this cluster enforces ACLs: set {SETTING['token']} "
+        f"to the Secret ID of a token allowed to submit jobs in namespace '{namespace}'."
     )
 
 
@@ -270,19 +355,3 @@ def _short_reason(text: str) -> str:
         if marker in text:
             return reason
     return text
-
-
-def describe_failure(exc: HttpError | NoAnswer) -> tuple[int | None, str]:
-    """The status and text of an error answer; no status when there was no answer."""
-    if isinstance(exc, HttpError):
-        return exc.response.status_code, exc.response.text.strip()
-    return None, str(exc)
-
-
-def _message(
-    settings: ConnectionSettings, method: str, path: str, status: int | None, text: str
-) -> str:
-    path = path.split("?")[0]
-    if status is None:
-        return f"{method.upper()} /v1/{path}: {unreachable_message(settings, text)}"
-    return f"{method.upper()} /v1/{path} returned HTTP {status}: {text}"

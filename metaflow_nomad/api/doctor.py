@@ -12,16 +12,25 @@ real request cannot be wrong.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import SETTING, ConnectionSettings
-from metaflow_nomad.api.diagnosis import one_line, unknown_token_message
+from metaflow_nomad.api.diagnosis import missing_token_clause, one_line, unknown_token_message
 from metaflow_nomad.config import SETTING_SPECS, connection_config, setting_source
-from metaflow_nomad.errors import NomadClientError, NomadTlsError, NomadUnreachable
+from metaflow_nomad.errors import (
+    NomadAclDisabled,
+    NomadClientError,
+    NomadForbidden,
+    NomadNotFound,
+    NomadTlsError,
+    NomadTokenMissing,
+    NomadUnknownNamespace,
+    NomadUnknownNodePool,
+    NomadUnreachable,
+)
 
 OK, FAIL, WARN, SKIP, INFO = "ok", "FAIL", "warn", "skip", "info"
 # (what the line says, the Nomad capability it needs)
@@ -65,9 +74,6 @@ def check_connection(client: NomadClient) -> list[Check]:
     except NomadTlsError as exc:
         return [Check(OK, "address", f"{where} answers"), Check(FAIL, "TLS", exc.detail)]
     except NomadClientError as exc:
-        if "HTTPS server" in exc.detail:
-            tls = Check(FAIL, "TLS", one_line(exc.detail))
-            return [Check(OK, "address", f"{where} answers"), tls]
         answer = (
             f"something at {where} answered, but not as a Nomad agent does "
             f"({one_line(exc.detail)}): check the address, and if an HTTP proxy is in between, "
@@ -100,10 +106,10 @@ def check_token(client: NomadClient) -> Check:
     s = client.settings
     try:
         own = client.token_self()
+    except NomadAclDisabled:
+        ignored = f" (the one in {SETTING['token']} is ignored)" if s.token else ""
+        return Check(OK, "token", f"ACLs are disabled on this cluster: none needed{ignored}")
     except NomadClientError as exc:
-        if "ACL support disabled" in exc.detail:
-            ignored = f" (the one in {SETTING['token']} is ignored)" if s.token else ""
-            return Check(OK, "token", f"ACLs are disabled on this cluster: none needed{ignored}")
         if not s.token:
             return Check(
                 WARN,
@@ -111,7 +117,7 @@ def check_token(client: NomadClient) -> Check:
                 "none set, and this cluster enforces ACLs: requests get its anonymous "
                 f"policy. If the checks below are denied, set {SETTING['token']}.",
             )
-        if exc.status in (403, 404):
+        if isinstance(exc, (NomadForbidden, NomadNotFound)):
             return Check(FAIL, "token", unknown_token_message())
         return Check(FAIL, "token", f"looking it up failed: {one_line(exc.detail)}")
     name = own.get("Name") or "-"
@@ -202,24 +208,23 @@ def check_capabilities(
 
 
 def _denial(exc: NomadClientError, capability: str, namespace: str) -> str:
-    detail = one_line(exc.detail)
-    pool = re.search(r'nonexistent node pool "([^"]*)"', detail)
-    if pool:
+    """A failed capability probe, as the line's finding: what is missing, or which
+    capability the token lacks here (the probe's error says which case it is)."""
+    if isinstance(exc, NomadUnknownNodePool):
         return (
-            f"node pool '{pool.group(1)}' does not exist: create it (`nomad node pool apply`) "
+            f"node pool '{exc.node_pool}' does not exist: create it (`nomad node pool apply`) "
             "or choose another with METAFLOW_NOMAD_NODE_POOL or @nomad(node_pool=...)."
         )
-    if "nonexistent namespace" in detail:
+    if isinstance(exc, NomadUnknownNamespace):
         return (
             f"the namespace does not exist: create it (`nomad namespace apply {namespace}`) "
             f"or choose another with {SETTING['namespace']} or @nomad(nomad_namespace=...)."
         )
-    if exc.status == 403:
-        reason = detail.removeprefix("Permission denied. ")
-        if reason.startswith("No ACL token"):
-            return f"denied: n{reason[1:]}"
-        return f"denied: the token needs the `{capability}` capability here. {reason}"
-    return detail
+    if isinstance(exc, NomadTokenMissing):
+        return f"denied: {missing_token_clause(namespace)}"
+    if isinstance(exc, NomadForbidden):
+        return f"denied: the token needs the `{capability}` capability here. {exc.explanation}"
+    return one_line(exc.detail)
 
 
 # -- what doctor reads ---------------------------------------------------------------

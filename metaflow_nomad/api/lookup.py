@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from metaflow_nomad.api.client import NomadClient
-from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.api.client import NomadClient, default_client
 from metaflow_nomad.errors import NomadClientError
 from metaflow_nomad.model import (
     META_FLOW_NAME,
@@ -22,15 +21,6 @@ from metaflow_nomad.model import (
 )
 
 ACTIVE_STATUSES = ("pending", "running")
-
-
-def default_client(timeout: float = 10, max_attempts: int = 6) -> NomadClient:
-    """A client for the cluster the launcher's settings name."""
-    return NomadClient(
-        ConnectionSettings.from_environment(),
-        timeout=timeout,
-        max_attempts=max_attempts,
-    )
 
 
 def find_jobs(

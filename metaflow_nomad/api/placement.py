@@ -12,7 +12,7 @@ import fnmatch
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.doctor import FAIL, INFO, OK, WARN, Check
 from metaflow_nomad.config import STEP_SPECS
-from metaflow_nomad.errors import NomadClientError
+from metaflow_nomad.errors import NomadForbidden
 
 SHOWN_DRIVERS = ("docker", "exec", "raw_exec")
 # What a node's docker driver reports when its plugin config allows bind mounts.
@@ -42,9 +42,7 @@ def check_node_pool(client: NomadClient, node_pool: str | None) -> Check:
         return Check(OK, "node pool", "not set: Nomad's default")
     try:
         found = client.node_pool(node_pool)
-    except NomadClientError as exc:
-        if exc.status != 403:
-            raise
+    except NomadForbidden:
         return Check(WARN, "node pool", f"'{node_pool}' cannot be read with this token")
     if found is None:
         return Check(
@@ -60,9 +58,7 @@ def read_nodes(client: NomadClient) -> tuple[list[dict] | None, Check | None]:
     """All client nodes, or None and a warning when the token may not list them."""
     try:
         return client.nodes(), None
-    except NomadClientError as exc:
-        if exc.status != 403:
-            raise
+    except NomadForbidden:
         return None, Check(
             WARN,
             "nodes",

@@ -16,7 +16,7 @@ from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.api.doctor import Check, check_capabilities, check_connection, check_token
 from metaflow_nomad.api.task_api import is_unix_address
-from metaflow_nomad.errors import NomadClientError, NomadPreflightError
+from metaflow_nomad.errors import NomadClientError, NomadPreflightError, sentence
 
 # Loopback and LAN connects take milliseconds; a silent address must not cost more.
 CONNECT_TIMEOUT_S = 1.5
@@ -78,7 +78,7 @@ def check_reachable(settings: ConnectionSettings) -> None:
     try:
         fast_client(settings).leader()
     except NomadClientError as exc:
-        raise type(exc)(_capitalized(exc.detail), exc.status, exc.detail) from None
+        raise exc.without_request() from None
 
 
 def _first_failure(checks: list[Check]) -> Check | None:
@@ -87,11 +87,7 @@ def _first_failure(checks: list[Check]) -> Check | None:
 
 def _sentence(check: Check) -> str:
     if check.name == "address":
-        return _capitalized(check.detail)
+        return sentence(check.detail)
     if check.name in ("TLS", "token"):
         return f"{check.name}: {check.detail}"
     return f"Cannot {check.name}: {check.detail}"
-
-
-def _capitalized(text: str) -> str:
-    return text[:1].upper() + text[1:]

@@ -19,7 +19,7 @@ PARAMETERS_STEP = "_parameters"
 
 
 @dataclass(frozen=True)
-class AttemptPlan:
+class RunnerAttempt:
     """What this runner does: start ``run_id`` fresh, or resume ``origin_run_id`` into it."""
 
     run_id: str
@@ -28,14 +28,14 @@ class AttemptPlan:
     already_succeeded: bool = False
 
 
-def plan_attempt(flow_datastore, base_run_id: str, end_step: str = "end") -> AttemptPlan:
+def plan_runner_attempt(flow_datastore, base_run_id: str, end_step: str = "end") -> RunnerAttempt:
     earlier = []
     while _has_parameters(flow_datastore, attempt_run_id(base_run_id, len(earlier))):
         earlier.append(attempt_run_id(base_run_id, len(earlier)))
     if not earlier:
-        return AttemptPlan(run_id=base_run_id, origin_run_id=None, earlier=())
+        return RunnerAttempt(run_id=base_run_id, origin_run_id=None, earlier=())
     latest = earlier[-1]
-    return AttemptPlan(
+    return RunnerAttempt(
         run_id=attempt_run_id(base_run_id, len(earlier)),
         origin_run_id=latest,
         earlier=tuple(earlier),

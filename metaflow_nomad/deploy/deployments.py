@@ -55,16 +55,6 @@ class DeployedRun:
     attempts: int
 
 
-def deployment_jobs(client: NomadClient, deployment: str, namespace: str | None) -> list[dict]:
-    """The deployment's runner jobs that exist (parameterized, then periodic)."""
-    jobs = []
-    for job_id in (deployment, schedule_job_id(deployment)):
-        job = client.job(job_id, namespace=namespace)
-        if job is not None and not job.get("Stop"):
-            jobs.append(job)
-    return jobs
-
-
 def dispatch(
     client: NomadClient, deployment: str, meta: dict[str, str], namespace: str | None
 ) -> str:

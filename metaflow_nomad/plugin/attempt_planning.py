@@ -46,7 +46,9 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
         "sha": deco.package_sha,
         "metadata": deco.package_metadata,
     }
-    invocation = StepInvocation.from_cli_args(cli_args, objects, code_package)
+    lease = type(deco).run_lease
+    run_env = lease.task_env() if lease is not None else {}
+    invocation = StepInvocation.from_cli_args(cli_args, objects, code_package, run_env)
     identity = invocation.identity
     settings = deco.settings
     datastore = objects.flow_datastore
@@ -133,7 +135,7 @@ def _minutes_between_retries(node) -> int:
 @functools.lru_cache(maxsize=1)
 def _runtime_client():
     """One client (and one connection pool) for every attempt this runtime plans."""
-    from metaflow_nomad.api.lookup import default_client
+    from metaflow_nomad.api.client import default_client
 
     return default_client()
 

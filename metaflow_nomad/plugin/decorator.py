@@ -19,7 +19,7 @@ from metaflow_nomad.config import (
     flow_directory,
     read_config,
 )
-from metaflow_nomad.errors import NomadException
+from metaflow_nomad.errors import NomadException, raise_problems
 from metaflow_nomad.model import (
     META_TEMPLATE,
     META_TEMPLATE_SHA256,
@@ -32,6 +32,8 @@ from metaflow_nomad.plugin.step_settings import (
     check_step,
     conda_environment_problem,
     datastore_problem,
+    flow_settings_problems,
+    gather,
     load_project_file,
     resolve_for_step,
 )
@@ -76,11 +78,11 @@ class NomadDecorator(StepDecorator):
     package_url = None
     package_sha = None
     package_metadata = None
+    run_lease = None
     run_time_limit = None
-    _init_error = None
+    _problems: tuple[NomadException, ...] = ()
     _datastore_problem = None
     _settings = None
-    project_values: dict = {}
 
     def step_init(self, flow, graph, step, decos, environment, flow_datastore, logger):
         self.logger = logger
@@ -91,43 +93,48 @@ class NomadDecorator(StepDecorator):
             # Inside the task: everything below was checked by the launcher.
             return
         # step_init also runs for `show`, `logs`, `nomad list`...: a bad setting must
-        # not break those, so the error is kept and raised when a task is launched
-        # (runtime_init, before anything is submitted).
-        self._init_error = None
+        # not break those, so every problem is kept and the run raises those of all
+        # steps together (runtime_init, before anything contacts the cluster).
         problem = conda_environment_problem(step, decos, flow_datastore.TYPE)
         if problem:
             # Not deferred: Metaflow solves @pypi/@conda environments while it builds
             # the code package, after step_init but before runtime_init.
             raise NomadException(problem)
-        try:
-            config = read_config()
-            check_step(step, decos)
-            from metaflow.plugins.timeout_decorator import get_run_time_limit_for_task
+        from metaflow.plugins.timeout_decorator import get_run_time_limit_for_task
 
-            self.run_time_limit = get_run_time_limit_for_task(decos)
-            flow_dir = flow_directory()
-            document = load_project_file(flow_dir)
-            self.project_values = document.get("values") or {}
-            self._settings = resolve_for_step(step, decos, self, flow_dir, document, config)
-            self._datastore_problem = datastore_problem(step, flow_datastore, config)
-        except NomadException as exc:
-            self._init_error = exc
+        problems: list[NomadException] = []
+        config = read_config()
+        gather(problems, check_step, step, decos)
+        self.run_time_limit = get_run_time_limit_for_task(decos)
+        flow_dir = flow_directory()
+        document = gather(problems, load_project_file, flow_dir)
+        self._settings = None
+        if document is not None:
+            self._settings = gather(
+                problems, resolve_for_step, step, decos, self, flow_dir, document, config
+            )
+        self._problems = tuple(problems)
+        self._datastore_problem = datastore_problem(step, flow_datastore, config)
 
     @property
     def settings(self) -> StepSettings:
         """The step's settings for a run: raises whatever would make the run fail."""
-        settings = self.preview_settings
-        if self._datastore_problem:
-            raise NomadException(self._datastore_problem)
-        return settings
+        datastore = [NomadException(self._datastore_problem)] if self._datastore_problem else []
+        raise_problems([*self._problems, *datastore])
+        return self._settings
 
     @property
     def preview_settings(self) -> StepSettings:
         """The settings for a dry run (``render``): valid, though the datastore may
         not be one that tasks can use (see ``datastore_problem``)."""
-        if self._init_error is not None:
-            raise self._init_error
+        raise_problems(list(self._problems))
         return self._settings
+
+    @property
+    def problems(self) -> tuple[NomadException, ...]:
+        """Every problem of this step's settings and decorators, found in step_init
+        (the datastore's aside); ``flow_settings_problems`` gathers those of all steps."""
+        return self._problems
 
     @property
     def datastore_problem(self) -> str | None:
@@ -154,12 +161,27 @@ class NomadDecorator(StepDecorator):
             yield path, arcname, ContentType.USER_CONTENT
 
     def runtime_init(self, flow, graph, package, run_id):
-        settings = self.settings  # raises the step's setting error before any launch
-        self._check_cluster(settings)
+        # Every problem of every @nomad step, in one report, before the first
+        # contact with the cluster: the first @nomad step initialised raises it
+        # (re-checking for the others is cheap: their problems are already known).
+        raise_problems(flow_settings_problems(flow, graph))
+        self._check_cluster(self.settings)
         self.flow = flow
         self.graph = graph
         self.package = package
         self.run_id = run_id
+        self._hold_run_lease(flow.name, run_id)
+
+    def _hold_run_lease(self, flow_name: str, run_id: str) -> None:
+        """One lease per run, renewed by this runtime until it finishes
+        (``plugin.run_lease``): its tasks stop if it dies outright."""
+        cls = type(self)
+        if cls.run_lease is None:
+            from metaflow_nomad.plugin.run_lease import RunLease, lease_timeout
+
+            timeout = lease_timeout(read_config())
+            lease = RunLease.for_run(self.flow_datastore, flow_name, run_id, timeout)
+            cls.run_lease = lease.start()
 
     def _check_cluster(self, settings: StepSettings) -> None:
         """Before the run's first task: can the cluster take this step's jobs?
@@ -203,6 +225,8 @@ class NomadDecorator(StepDecorator):
 
     def runtime_finished(self, exception):
         """Backstop for the no-orphans rule: stop any job of this run still alive."""
+        if type(self).run_lease is not None:
+            type(self).run_lease.stop()
         if exception is None or not getattr(self, "run_id", None):
             return
         from metaflow_nomad.api.lookup import stop_run_jobs
@@ -254,6 +278,19 @@ class NomadDecorator(StepDecorator):
         # task's bootstrap sends its metadata back once the step's last process has
         # ended (task.run_metadata), as a card's final render writes metadata
         # after every decorator's task_finished may have run.
+
+    def task_post_step(self, step_name, flow, graph, retry_count, max_user_code_retries):
+        """Inside the task, after the step's code: no success for an orphaned attempt."""
+        if WORKLOAD_ENV not in os.environ:
+            return
+        from metaflow_nomad.task.lease_watch import expired_lease
+
+        silent = expired_lease()
+        if silent is not None:
+            raise NomadException(
+                f"The run's launcher has not renewed the run's lease for {silent:.0f} s: it is "
+                "gone, and this attempt is not recorded as a success. Resume the run."
+            )
 
     @classmethod
     def _save_package_once(cls, flow_datastore, package):

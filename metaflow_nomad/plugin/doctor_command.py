@@ -3,8 +3,10 @@
 One line per check, a verdict at the end, and a non-zero exit on any failure.
 Run from the flow, it checks each ``@nomad`` step's settings (decorators,
 ``--with``, project file, configuration) as a run would resolve them; ``--probe``
-also runs one tiny job with a step's settings.  ``metaflow-nomad doctor`` without
-a flow file runs the same cluster checks for the defaults of ``--with nomad``.
+also runs one tiny job with a step's settings.  With Metaflow's metadata service
+(``--metadata=service``) it also checks the service, from here and, with
+``--probe``, from inside that job.  ``metaflow-nomad doctor`` without a flow file
+runs the same cluster (and service) checks for the defaults of ``--with nomad``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from metaflow import util
 from metaflow._vendor import click
 
 from metaflow_nomad.model import JobIdentity
+
+if TYPE_CHECKING:
+    from metaflow_nomad.api.client import NomadClient
+    from metaflow_nomad.api.doctor import Check
+    from metaflow_nomad.plugin.doctor_report import ServiceSettings
 
 PROBE_RUN = "doctor"
 
@@ -36,7 +44,7 @@ PROBE_RUN = "doctor"
 @click.pass_obj
 def doctor(obj, probe, probe_step):
     from metaflow_nomad.api.connection import ConnectionSettings
-    from metaflow_nomad.plugin.doctor_report import Report, check_cluster
+    from metaflow_nomad.plugin.doctor_report import Report, check_cluster, check_metadata_service
 
     report = Report(click.echo)
     steps = _nomad_steps(obj)
@@ -46,16 +54,36 @@ def doctor(obj, probe, probe_step):
     client = check_cluster(report, connection)
     report.section(f"Flow {obj.flow.name}:")
     report.add(_datastore_check(obj, steps))
+    settings = _step_settings(report, steps, obj.flow_datastore) if client is not None else []
+    if obj.metadata.TYPE == "service":
+        namespaces = [s.nomad_namespace for _, _, s in settings]
+        check_metadata_service(report, client, namespaces, _service_settings())
     if client is not None:
-        settings = _step_settings(report, steps, obj.flow_datastore)
         _check_steps(report, client, obj, settings)
         if probe:
             _probe(report, obj, settings, probe_step, connection)
     sys.exit(0 if report.verdict() else 1)
 
 
+def _service_settings() -> ServiceSettings:
+    """How this launcher reaches Metaflow's metadata service (Metaflow's own
+    configuration), and the Variable its jobs would read the headers from."""
+    from metaflow import metaflow_config as mc
+
+    from metaflow_nomad.config import read_config
+    from metaflow_nomad.plugin.doctor_report import ServiceSettings
+    from metaflow_nomad.plugin.render_inputs import service_auth_variable, service_headers
+
+    return ServiceSettings(
+        url=mc.SERVICE_URL,
+        internal_url=mc.SERVICE_INTERNAL_URL,
+        headers=service_headers(),
+        variable=service_auth_variable(read_config()),
+    )
+
+
 def _nomad_steps(obj) -> list:
-    from metaflow_nomad.render.pipeline import find_nomad_decorator
+    from metaflow_nomad.plugin.step_settings import find_nomad_decorator
 
     found = [(name, find_nomad_decorator(obj.flow, name)) for name in obj.graph.sorted_nodes]
     return [(name, deco) for name, deco in found if deco is not None]
@@ -77,7 +105,7 @@ def _step_settings(report, steps, datastore) -> list:
     cache and a local datastore mounted where they would be); a step whose settings
     are invalid gets a FAIL line instead."""
     from metaflow_nomad.api.doctor import FAIL, Check
-    from metaflow_nomad.errors import NomadException
+    from metaflow_nomad.errors import NomadException, problems_of
     from metaflow_nomad.render.pipeline import task_settings
 
     resolved = []
@@ -85,7 +113,8 @@ def _step_settings(report, steps, datastore) -> list:
         try:
             resolved.append((name, deco, task_settings(deco.preview_settings, datastore)))
         except NomadException as exc:
-            report.add(Check(FAIL, f"step '{name}' settings", str(exc)))
+            for problem in problems_of(exc):
+                report.add(Check(FAIL, f"step '{name}' settings", str(problem)))
     return resolved
 
 
@@ -128,7 +157,7 @@ def _job(client, flow_name: str, inputs, settings):
     the FAIL line saying why it cannot be rendered."""
     from metaflow_nomad.plugin.doctor_report import parsed_job
     from metaflow_nomad.render.jobspec import parse_jobspec
-    from metaflow_nomad.render.probe import render_plan_job
+    from metaflow_nomad.render.probe_job import render_plan_job
 
     identity = _identity(flow_name, settings.step_name, PROBE_RUN, "plan")
 
@@ -141,11 +170,11 @@ def _job(client, flow_name: str, inputs, settings):
 
 def _probe(report, obj, resolved, probe_step, connection) -> None:
     """Upload the code package, run the probe job with one step's settings, purge it."""
+    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.api.doctor import FAIL, Check
-    from metaflow_nomad.api.lookup import default_client
     from metaflow_nomad.errors import NomadException
     from metaflow_nomad.plugin.render_inputs import render_inputs
-    from metaflow_nomad.render.probe import render_probe_job
+    from metaflow_nomad.render.probe_job import render_probe_job
     from metaflow_nomad.runtime.probe import run_probe
 
     chosen = [r for r in resolved if probe_step in (None, r[0])]
@@ -161,13 +190,52 @@ def _probe(report, obj, resolved, probe_step, connection) -> None:
     if package is None:
         return
     token = f"metaflow-nomad doctor probe {uuid.uuid4()}"
+    client = ProbeOutput(default_client())
     try:
         rendered = render_probe_job(
             obj, settings, identity, package, token, render_inputs(connection)
         )
-        report.add(*run_probe(default_client(), rendered, settings, token, _datastore(obj)))
+        report.add(*run_probe(client, rendered, settings, token, _datastore(obj)))
     except NomadException as exc:
         report.add(Check(FAIL, "probe job", f"{exc.headline}: {exc}"))
+    if obj.metadata.TYPE == "service":
+        report.add(client.service_check())
+
+
+class ProbeOutput:
+    """The client the probe runs with, keeping the task's stdout.
+
+    ``runtime.probe.run_probe`` reads the probe task's output once, before it
+    purges the job, and keeps only its own lines; the task's metadata service line
+    (``render.probe_task``) is read here from the same answer.
+    """
+
+    def __init__(self, client: NomadClient):
+        self._client = client
+        self.stdout = ""
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def alloc_logs(self, alloc_id: str, task: str, stream: str, tail_bytes: int) -> str:
+        text = self._client.alloc_logs(alloc_id, task, stream, tail_bytes)
+        if stream == "stdout":
+            self.stdout = text
+        return text
+
+    def service_check(self) -> Check:
+        """The line of the task's ping of the metadata service (SKIP if it never ran)."""
+        from metaflow_nomad.api.doctor import FAIL, OK, SKIP, Check
+        from metaflow_nomad.render import probe_task
+
+        name = "metadata service from the task"
+        for line in self.stdout.splitlines():
+            said = line[len(probe_task.PREFIX) :] if line.startswith(probe_task.PREFIX) else ""
+            if said.startswith(probe_task.SERVICE_OK):
+                return Check(OK, name, said[len(probe_task.SERVICE_OK) :])
+            if said.startswith(probe_task.SERVICE_FAIL):
+                return Check(FAIL, name, said[len(probe_task.SERVICE_FAIL) :])
+        return Check(SKIP, name, "not reached: the probe task did not get that far")
 
 
 def _upload_package(report, obj):
@@ -237,24 +305,34 @@ def _remove_s3_object(url: str) -> None:
 
 def doctor_without_flow() -> bool:
     """``metaflow-nomad doctor`` with no flow file: the cluster checks, for the
-    settings a step run with ``--with nomad`` would get from configuration alone."""
+    settings a step run with ``--with nomad`` would get from configuration alone
+    (and the metadata service's, when it is Metaflow's default)."""
+    from metaflow.metaflow_config import DEFAULT_METADATA
+
     from metaflow_nomad.api.connection import ConnectionSettings
     from metaflow_nomad.config import read_config, read_standard_env
     from metaflow_nomad.plugin.doctor_report import (
         Nodes,
         Report,
         check_cluster,
+        check_metadata_service,
         check_namespaces,
         check_step_placement,
     )
+    from metaflow_nomad.plugin.render_inputs import render_inputs
     from metaflow_nomad.settings import resolve_step_settings
 
     report = Report(click.echo)
     client = check_cluster(report, ConnectionSettings.from_environment())
+    settings = None
     if client is not None:
         settings = resolve_step_settings(
             "with-nomad", {}, config=read_config(), standard_env=read_standard_env()
         )
+    if DEFAULT_METADATA == "service":
+        namespaces = [settings.nomad_namespace] if settings else []
+        check_metadata_service(report, client, namespaces, _service_settings())
+    if settings is not None:
         namespace = settings.nomad_namespace or "default"
         submittable = check_namespaces(report, client, [namespace], settings.region)
         check_step_placement(
@@ -263,6 +341,8 @@ def doctor_without_flow() -> bool:
             Nodes(client, report),
             settings,
             "defaults for `--with nomad` (no flow file given)",
-            _job(client, "Doctor", {}, settings) if namespace in submittable else None,
+            _job(client, "Doctor", render_inputs(client.settings, {}), settings)
+            if namespace in submittable
+            else None,
         )
     return report.verdict()

@@ -1,15 +1,17 @@
 """What ``doctor`` checks and prints, with or without a flow: sections of one-line
 checks and a verdict at the end.
 
-The checks themselves live in ``api.doctor`` and ``api.placement`` (the cluster)
-and ``runtime.probe`` (the scheduler's plan, the probe job); this module orders
-them, skips what an earlier failure makes pointless, and counts.
+The checks themselves live in ``api.doctor`` and ``api.placement`` (the cluster),
+``api.metadata_service`` (Metaflow's metadata service) and ``runtime.probe`` (the
+scheduler's plan, the probe job); this module orders them, skips what an earlier
+failure makes pointless, and counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import ConnectionSettings
@@ -23,6 +25,11 @@ from metaflow_nomad.api.doctor import (
     check_connection,
     check_token,
     settings_report,
+)
+from metaflow_nomad.api.metadata_service import (
+    check_from_launcher,
+    check_headers_variable,
+    tasks_url,
 )
 from metaflow_nomad.api.placement import (
     check_devices,
@@ -121,6 +128,37 @@ def check_namespaces(report: Report, client: NomadClient, namespaces, region=Non
         if not any(c.failed and c.name.startswith("submit jobs") for c in checks):
             submittable.add(namespace)
     return submittable
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How this launcher reaches Metaflow's metadata service, and how its jobs will:
+    the URLs, the headers it sends, and the Nomad Variable the jobs read theirs
+    from (None when it sends none)."""
+
+    url: str | None
+    internal_url: str | None
+    headers: Mapping[str, str]
+    variable: str | None
+
+
+def check_metadata_service(
+    report: Report,
+    client: NomadClient | None,
+    namespaces: Iterable[str | None],
+    service: ServiceSettings,
+) -> None:
+    """The service from here, where tasks will reach it, and whether they get its
+    headers in each of the steps' namespaces (``client`` None: the cluster did not
+    answer, so the Variable cannot be looked up)."""
+    report.section("Metadata service (--metadata=service):")
+    report.add(check_from_launcher(service.url, service.headers))
+    report.add(tasks_url(service.url, service.internal_url))
+    if client is None:
+        report.add(Check(SKIP, "service auth", "not checked: the cluster did not answer"))
+        return
+    for namespace in sorted({ns or "default" for ns in namespaces} or {"default"}):
+        report.add(check_headers_variable(client, service.variable, namespace, service.headers))
 
 
 class Nodes:

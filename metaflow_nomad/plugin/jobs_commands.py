@@ -30,8 +30,8 @@ def _run_filters(obj, run_id, user, my_runs, prefix):
 
 def _client():
     """The normal client, once a quick first contact showed that Nomad answers."""
+    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.api.connection import ConnectionSettings
-    from metaflow_nomad.api.lookup import default_client
     from metaflow_nomad.api.preflight import check_reachable
 
     check_reachable(ConnectionSettings.from_environment())

@@ -42,8 +42,8 @@ def render(
     code_package_metadata,
     **kwargs,
 ):
+    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.api.connection import ConnectionSettings
-    from metaflow_nomad.api.lookup import default_client
     from metaflow_nomad.api.preflight import check_reachable
     from metaflow_nomad.plugin.render_inputs import render_inputs
     from metaflow_nomad.render.jobspec import check_offline, parse_jobspec
@@ -130,7 +130,7 @@ def runtime_cli_args(obj, step_name: str, step_options: dict):
 
 def _warn_datastore(obj, step_name: str) -> None:
     """A dry run renders even where a real run would refuse the datastore; say so."""
-    from metaflow_nomad.render.pipeline import find_nomad_decorator
+    from metaflow_nomad.plugin.step_settings import find_nomad_decorator
 
     problem = find_nomad_decorator(obj.flow, step_name).datastore_problem
     if problem:
@@ -140,8 +140,11 @@ def _warn_datastore(obj, step_name: str) -> None:
 def _settings_override(obj, step_name: str, values_file: str | None):
     """Check the step, and resolve ``--values`` in place of the project file."""
     from metaflow_nomad.config import flow_directory
-    from metaflow_nomad.plugin.step_settings import resolve_for_step
-    from metaflow_nomad.render.pipeline import find_nomad_decorator, load_values_file
+    from metaflow_nomad.plugin.step_settings import (
+        find_nomad_decorator,
+        read_yaml_mapping,
+        resolve_for_step,
+    )
 
     if step_name not in obj.graph:
         raise click.UsageError(
@@ -153,7 +156,7 @@ def _settings_override(obj, step_name: str, values_file: str | None):
         raise click.UsageError(f"Step {step_name!r} has no @nomad. Add it, or pass --with nomad.")
     if not values_file:
         return deco.preview_settings, None
-    document = load_values_file(values_file)
+    document = read_yaml_mapping(values_file)
     values = document.pop("values", None) or {}
     step_decos = getattr(obj.flow, step_name).decorators
     return resolve_for_step(step_name, step_decos, deco, flow_directory(), document), values

@@ -11,9 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.api.metadata_service import DEFAULT_VARIABLE, variable_path_problem
 from metaflow_nomad.config import flow_directory, read_config
+from metaflow_nomad.errors import NomadException
 from metaflow_nomad.plugin.step_settings import load_project_file
 from metaflow_nomad.render.inputs import RenderInputs
+
+SERVICE_AUTH_SETTING = "METAFLOW_NOMAD_SERVICE_AUTH_VARIABLE"
 
 
 def render_inputs(
@@ -33,4 +37,26 @@ def render_inputs(
         task_tls_dir=config.get("NOMAD_TASK_TLS_DIR"),
         mtls_address=connection.address if connection.uses_mtls else None,
         values=dict(values),
+        service_auth_variable=service_auth_variable(config),
     )
+
+
+def service_headers() -> dict[str, str]:
+    """The headers this launcher sends to the metadata service: Metaflow's own
+    ``SERVICE_HEADERS``, which holds ``x-api-key`` when METAFLOW_SERVICE_AUTH_KEY is set."""
+    from metaflow.metaflow_config import SERVICE_HEADERS
+
+    return dict(SERVICE_HEADERS or {})
+
+
+def service_auth_variable(config: Mapping[str, str]) -> str | None:
+    """The Nomad Variable the jobs read the service headers from, or None when the
+    launcher sends none: the headers themselves never go into a jobspec, so a job
+    that needs them gets them from the cluster (feature ``service_auth``)."""
+    if not service_headers():
+        return None
+    path = config.get("NOMAD_SERVICE_AUTH_VARIABLE") or DEFAULT_VARIABLE
+    problem = variable_path_problem(path)
+    if problem:
+        raise NomadException(f"{SERVICE_AUTH_SETTING} is set to {path!r}: {problem}.")
+    return path

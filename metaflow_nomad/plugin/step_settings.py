@@ -4,8 +4,10 @@ and the checks a step must pass before anything of it is launched."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from metaflow_nomad.config import (
     is_truthy,
@@ -13,7 +15,7 @@ from metaflow_nomad.config import (
     read_standard_env,
     secret_env_problem,
 )
-from metaflow_nomad.errors import NomadException
+from metaflow_nomad.errors import NomadException, problems_of, raise_problems
 from metaflow_nomad.render.exact_env import inexact_names
 from metaflow_nomad.settings import (
     StepSettings,
@@ -23,6 +25,12 @@ from metaflow_nomad.settings import (
 
 PROJECT_FILE = "metaflow_nomad.yaml"
 CONFLICTING_DECORATORS = ("kubernetes", "batch", "slurm", "parallel")
+T = TypeVar("T")
+
+
+def find_nomad_decorator(flow, step_name: str):
+    """The step's @nomad decorator instance (static or from --with), or None."""
+    return next((d for d in getattr(flow, step_name).decorators if d.name == "nomad"), None)
 
 
 def user_set_attributes(deco) -> dict:
@@ -43,11 +51,24 @@ def load_project_file(flow_dir: str) -> dict:
     candidate = find_project_file(flow_dir)
     if candidate is None:
         return {}
+    return read_yaml_mapping(str(candidate))
+
+
+def read_yaml_mapping(path: str) -> dict:
+    """A YAML file whose top level is a mapping (the project file, a ``--values``
+    file); anything else is a one-line error naming the file, not a traceback."""
     import yaml
 
-    document = yaml.safe_load(candidate.read_text()) or {}
+    try:
+        with open(path) as handle:
+            document = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise NomadException(f"{path}{line}: not valid YAML ({problem}). Fix the file.") from None
     if not isinstance(document, dict):
-        raise NomadException(f"{candidate}: expected a mapping at the top level.")
+        raise NomadException(f"{path}: expected a mapping at the top level.")
     return document
 
 
@@ -105,27 +126,68 @@ def resolve_for_step(
 
 
 def check_step(step: str, decos) -> None:
-    """What must hold before any task of this step is launched on Nomad."""
+    """What must hold before any task of this step is launched on Nomad: raises
+    every problem found (``errors.raise_problems``), not only the first."""
+    problems: list[NomadException] = []
     for deco in decos:
         if deco.name == "environment":
             problem = secret_env_problem(deco.attributes.get("vars") or {})
             if problem:
-                raise NomadException(
-                    f"Step '{step}': @environment sets a credential, but with @nomad there "
-                    f"must be {problem}."
+                problems.append(
+                    NomadException(
+                        f"Step '{step}': @environment sets a credential, but with @nomad there "
+                        f"must be {problem}."
+                    )
                 )
             unsettable = inexact_names(deco.attributes.get("vars") or {})
             if unsettable:
-                raise NomadException(
-                    f"Step '{step}': @environment variable {unsettable[0]!r} has a value that "
-                    "Nomad would change (it contains '${' or is not in Unicode NFC form), and "
-                    "only a variable whose name is a shell name (letters, digits, _) can be "
-                    "delivered exactly. Rename the variable."
+                problems.append(
+                    NomadException(
+                        f"Step '{step}': @environment variable {unsettable[0]!r} has a value "
+                        "that Nomad would change (it contains '${' or is not in Unicode NFC "
+                        "form), and only a variable whose name is a shell name (letters, "
+                        "digits, _) can be delivered exactly. Rename the variable."
+                    )
                 )
         if deco.name in CONFLICTING_DECORATORS:
-            raise NomadException(
-                f"Step '{step}': @nomad cannot be combined with @{deco.name}. Remove one of them."
+            problems.append(
+                NomadException(
+                    f"Step '{step}': @nomad cannot be combined with @{deco.name}. "
+                    "Remove one of them."
+                )
             )
+    raise_problems(problems)
+
+
+def gather(problems: list[NomadException], check: Callable[..., T], *args: Any) -> T | None:
+    """``check(*args)``, or None with its problems added to ``problems``: a step's
+    checks all run, so that one run reports everything to fix."""
+    try:
+        return check(*args)
+    except NomadException as error:
+        problems.extend(problems_of(error))
+        return None
+
+
+def flow_settings_problems(flow, graph) -> list[NomadException]:
+    """Every problem that would stop a run of ``flow``, for all of its @nomad steps
+    in the graph's order: raised together (``errors.raise_problems``) before the
+    run contacts the cluster, so that one run reports all of them.
+
+    Each step's decorator found its problems in ``step_init``.  The datastore
+    belongs to the flow, not to a step: its problem is listed once.
+    """
+    problems: list[NomadException] = []
+    datastore_listed = False
+    for name in graph.sorted_nodes:
+        deco = find_nomad_decorator(flow, name)
+        if deco is None:
+            continue
+        problems.extend(deco.problems)
+        if deco.datastore_problem and not datastore_listed:
+            problems.append(NomadException(deco.datastore_problem))
+            datastore_listed = True
+    return problems
 
 
 def datastore_problem(step: str, flow_datastore, config: dict) -> str | None:

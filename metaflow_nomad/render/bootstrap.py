@@ -21,11 +21,13 @@ from metaflow.mflog import (
 
 from metaflow_nomad.config import WORKLOAD_ENV
 from metaflow_nomad.model import (
+    CLAIMED_ELSEWHERE,
     EXIT_FILE_ENV,
     LOGS_IN_PLACE_ENV,
     JobIdentity,
     TaskLaunch,
     TaskLogs,
+    claim_refusal,
 )
 from metaflow_nomad.render.code_package import code_package_setup, unquote_once
 from metaflow_nomad.render.shared_filesystem import card_root_link_commands, shared_filesystem_env
@@ -39,7 +41,10 @@ STDERR_PATH = LOGS_DIR + "/mflog_stderr"
 CAPTURE = "python -m metaflow_nomad.task.capture"
 
 # Metaflow settings a remote task needs to find the datastore and services.  They
-# are forwarded only when set in the launcher.  Credentials are never in this list.
+# are forwarded only when set in the launcher.  Credentials are never in this list:
+# the metadata service's headers (METAFLOW_SERVICE_HEADERS, or the x-api-key Metaflow
+# makes of METAFLOW_SERVICE_AUTH_KEY) reach tasks from a Nomad Variable instead
+# (template feature service_auth, docs/metadata-service.md).
 _FORWARDED_CONFIG = (
     "DEFAULT_METADATA",
     "DATASTORE_SYSROOT_S3",
@@ -52,12 +57,16 @@ _FORWARDED_CONFIG = (
     "S3_VERIFY_CERTIFICATE",
     "SERVICE_URL",
     "SERVICE_INTERNAL_URL",
-    "SERVICE_HEADERS",
     "DEFAULT_SECRETS_BACKEND_TYPE",
     "OTEL_ENDPOINT",
     "OTEL_SERVICE_NAME",
     "SKIP_INSTALL_DEPENDENCIES",
 )
+# A deployed run's namespace (``production:<token>``), set in its runner's environment.
+# Not a credential: Metaflow derives a deployment's first token from its name alone,
+# tags every run of the deployment with it, and Argo Workflows sets it in every step's
+# container; here it is also in the runner job's Meta.
+PRODUCTION_TOKEN_ENV = "METAFLOW_PRODUCTION_TOKEN"
 
 
 def task_environment(
@@ -99,7 +108,14 @@ def task_environment(
 
 def forwarded_metaflow_config(launcher_environ: Mapping[str, str]) -> dict[str, str]:
     """The launcher's Metaflow settings a remote process needs (datastore, metadata,
-    services, conda and debug switches); never credentials."""
+    services, conda and debug switches); never credentials.
+
+    A remote process reaches the metadata service where the cluster does: at
+    ``METAFLOW_SERVICE_INTERNAL_URL`` when it is set (as ``@kubernetes`` pods do).  A
+    deployed run's production token (``launcher_environ`` is then the runner's) goes to
+    every task, so that the tasks, their cards and their client calls see the run in its
+    namespace, as Argo Workflows' steps do.
+    """
     from metaflow import metaflow_config as mc
 
     env: dict[str, str] = {}
@@ -109,6 +125,10 @@ def forwarded_metaflow_config(launcher_environ: Mapping[str, str]) -> dict[str, 
             env["METAFLOW_" + name] = value if isinstance(value, str) else json.dumps(value)
         elif launcher_environ.get("METAFLOW_" + name):
             env["METAFLOW_" + name] = launcher_environ["METAFLOW_" + name]
+    if env.get("METAFLOW_SERVICE_INTERNAL_URL"):
+        env["METAFLOW_SERVICE_URL"] = env["METAFLOW_SERVICE_INTERNAL_URL"]
+    if launcher_environ.get(PRODUCTION_TOKEN_ENV):
+        env[PRODUCTION_TOKEN_ENV] = launcher_environ[PRODUCTION_TOKEN_ENV]
     for key, value in config_values():
         if key.startswith(("METAFLOW_CONDA_", "METAFLOW_DEBUG_")):
             env[key] = value
@@ -157,11 +177,17 @@ def build_task_launch(
         mflog_expr += f" {LOGS_IN_PLACE_ENV}=1"
         if logs.exit_file:
             mflog_expr += f" {EXIT_FILE_ENV}={shlex.quote(logs.exit_file)}"
+    claim, claim_option = [], ""
+    if logs is not None and logs.claim_url:
+        if in_place:
+            claim = [claim_in_bash(logs.claim_url)]
+        else:
+            claim_option = f" --claim {shlex.quote(logs.claim_url)}"
     if datastore_type == "local":
-        task_setup = [*card_root_link_commands(), *task_setup]
+        task_setup = [*card_root_link_commands(datastore_root), *task_setup]
     setup = code_package_setup(environment, code_package, datastore_type, task_setup)
     # Uploaded by the capture process as soon as it starts.
-    init_cmds = [*setup.commands, "mflog 'Task is starting.'"]
+    init_cmds = [*setup.commands, *claim, "mflog 'Task is starting.'"]
     # Only Metaflow's bootstrap commands carry the extra quoting level; the step
     # command line is already quoted for bash and must reach it untouched.
     bootstrap = [
@@ -169,7 +195,8 @@ def build_task_launch(
         for cmd in environment.bootstrap_commands(identity.step_name, datastore_type)
     ]
     step = " && ".join([*bootstrap, step_cli])
-    step_expr = f"{CAPTURE} bash -c {shlex.quote(unquote_once(BASH_MFLOG) + '; ' + step)}"
+    step_command = shlex.quote(unquote_once(BASH_MFLOG) + "; " + step)
+    step_expr = f"{CAPTURE}{claim_option} bash -c {step_command}"
     init_expr = f"mkdir -p {logs_dir} && {mflog_expr} && {' && '.join(init_cmds)}"
     script = (
         STOP_SIGNAL_TRAPS + '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
@@ -181,6 +208,19 @@ def build_task_launch(
          + ("" if in_place else f'[ -n "$child" ] || {BASH_SAVE_LOGS}\n') + "exit $c\n"
     )
     return TaskLaunch(script=script, env=dict(env))
+
+
+def claim_in_bash(path: str) -> str:
+    """Claim the attempt for this allocation before anything of it is written
+    (``task.attempt_claim``): ``set -C`` makes the create exclusive.  Another
+    allocation's claim ends the task with ``CLAIMED_ELSEWHERE``."""
+    file = shlex.quote(path)
+    message = shlex.quote(claim_refusal(path.replace("%", "%%"), "%s") + "\n")
+    return (
+        f'{{ (set -C; printf %s "$NOMAD_ALLOC_ID" > {file}) 2>/dev/null'
+        f' || [ "$(cat {file})" = "$NOMAD_ALLOC_ID" ]'
+        f' || {{ printf {message} "$(cat {file})" >&2; (exit {CLAIMED_ELSEWHERE}); }}; }}'
+    )
 
 
 STOP_SIGNAL_TRAPS = 'stop=\nchild=\nfor s in INT TERM HUP; do trap "stop=$s" $s; done\n'

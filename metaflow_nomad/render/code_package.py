@@ -1,7 +1,7 @@
 """How a task gets its code package: fetched once per node, cached, copied in.
 
 Shared by the step's bootstrap (``render.bootstrap``) and the ``doctor --probe``
-job (``render.probe``), so the probe tests exactly the path a step takes.  When
+job (``render.probe_job``), so the probe tests exactly the path a step takes.  When
 the package cannot be had, the task ends at once with one line on its stderr that
 starts with ``metaflow-nomad: `` and says from where and what to check; the
 launcher puts that line in its verdict.

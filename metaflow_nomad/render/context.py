@@ -107,8 +107,12 @@ class JobRequest:
         return inputs.tls_for(self.settings.driver) if self.uses_tls else None
 
     def features(self, inputs: RenderInputs) -> Features:
-        """The step template's optional parts this job needs."""
-        return Features(gpu=self.settings.gpu > 0, mtls=self.tls(inputs) is not None)
+        """The template's optional parts this job needs."""
+        return Features(
+            gpu=self.settings.gpu > 0,
+            mtls=self.tls(inputs) is not None,
+            service_auth=inputs.service_auth_variable is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class TemplateContext:
     kill_timeout: str
     features: dict
     tls: dict | None
+    service_auth: dict | None
     metaflow: dict | None
     values: dict
     dispatch: dict | None
@@ -185,6 +190,7 @@ def template_context(
         kill_timeout=request.kill_timeout,
         features=request.features(inputs).as_dict(),
         tls=None if tls is None else _plain(tls, ("address", "source_dir", "task_dir")),
+        service_auth=_service_auth(inputs),
         metaflow=None if request.ids is None else _plain(request.ids),
         values=dict(inputs.values),
         dispatch=None if request.dispatch is None else _plain(request.dispatch),
@@ -234,6 +240,12 @@ def task_env(request: JobRequest, tls: TlsMaterial | None) -> dict[str, Any]:
             }
         )
     return env
+
+
+def _service_auth(inputs: RenderInputs) -> dict[str, str] | None:
+    """Where the jobs read the metadata service's headers (feature ``service_auth``)."""
+    path = inputs.service_auth_variable
+    return None if path is None else {"variable": path}
 
 
 def _docker(settings: StepSettings) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ coming back as U+98EF, even when written as an escape), so a value that is not
 NFC-stable is refused with a clear error instead of being changed silently.
 Nomad's *runtime* interpolation (``${NOMAD_...}`` in env, args, meta) has no
 escape at all; values that must survive it are delivered base64-encoded instead
-(see ``command.py``).
+(see ``render/context.py``).
 """
 
 from __future__ import annotations

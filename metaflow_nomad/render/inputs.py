@@ -27,6 +27,10 @@ class RenderInputs:
     mutual TLS, else None: only then do tasks get the TLS material
     (``task_tls_dir``, METAFLOW_NOMAD_TASK_TLS_DIR, a directory on every client
     node with ca.pem, client.pem and client-key.pem).
+
+    ``service_auth_variable`` is the path of the Nomad Variable the jobs read the
+    metadata service's headers from when the launcher sends the service headers,
+    else None (template feature ``service_auth``).
     """
 
     flow_dir: str | None = None
@@ -34,6 +38,7 @@ class RenderInputs:
     task_tls_dir: str | None = None
     mtls_address: str | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
+    service_auth_variable: str | None = None
 
     def tls_for(self, driver: str) -> TlsMaterial | None:
         """Where a task of this driver finds the TLS material, or None without mTLS.

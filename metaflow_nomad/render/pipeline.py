@@ -10,7 +10,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -18,7 +18,6 @@ from metaflow import util
 from metaflow.mflog import TASK_LOG_SOURCE
 
 from metaflow_nomad.config import read_config
-from metaflow_nomad.errors import NomadException
 from metaflow_nomad.model import JobIdentity, TaskLaunch, TaskLogs
 from metaflow_nomad.render.bootstrap import build_task_launch, task_environment
 from metaflow_nomad.render.code_package import PACKAGE_CACHE_ENV
@@ -53,7 +52,8 @@ class StepInvocation:
 
     ``top_level_options`` and ``step_options`` are those of Metaflow's
     ``CLIArgs`` (the runtime's, or one ``render`` builds the same way), keyed by
-    the CLI's parameter names; the task runs exactly that command.
+    the CLI's parameter names; the task runs exactly that command.  ``run_env``
+    is what every task of the run gets besides (where the run's lease is).
     """
 
     objects: FlowObjects
@@ -61,13 +61,19 @@ class StepInvocation:
     top_level_options: Mapping[str, Any]
     step_options: Mapping[str, Any]
     code_package: Mapping[str, str]
+    run_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_cli_args(
-        cls, cli_args, objects: FlowObjects, code_package: Mapping[str, str]
+        cls,
+        cli_args,
+        objects: FlowObjects,
+        code_package: Mapping[str, str],
+        run_env: Mapping[str, str] | None = None,
     ) -> StepInvocation:
         """From the runtime's ``CLIArgs`` for a local ``step`` command."""
         return cls(
+            run_env=dict(run_env or {}),
             objects=objects,
             step_name=cli_args.command_args[0],
             top_level_options=_parameter_names(cli_args.top_level_options),
@@ -123,31 +129,17 @@ def task_logs(flow_datastore, identity: JobIdentity) -> TaskLogs:
         attempt=identity.attempt,
     )
     stdout_url = task_ds.get_log_location(TASK_LOG_SOURCE, "stdout")
+    task_dir = os.path.dirname(stdout_url)
     exit_file = None
     if flow_datastore.TYPE == "local":
-        exit_file = os.path.join(os.path.dirname(stdout_url), f"{identity.attempt}.nomad_exit")
+        exit_file = os.path.join(task_dir, f"{identity.attempt}.nomad_exit")
     return TaskLogs(
         stdout_url=stdout_url,
         stderr_url=task_ds.get_log_location(TASK_LOG_SOURCE, "stderr"),
         datastore_type=flow_datastore.TYPE,
         exit_file=exit_file,
+        claim_url=f"{task_dir}/{identity.attempt}.nomad_claim",
     )
-
-
-def find_nomad_decorator(flow, step_name: str):
-    """The step's @nomad decorator instance (static or from --with), or None."""
-    return next((d for d in getattr(flow, step_name).decorators if d.name == "nomad"), None)
-
-
-def load_values_file(path: str) -> dict:
-    """A ``--values`` file: the same schema as metaflow_nomad.yaml."""
-    import yaml
-
-    with open(path) as handle:
-        document = yaml.safe_load(handle) or {}
-    if not isinstance(document, dict):
-        raise NomadException(f"{path}: expected a mapping at the top level.")
-    return document
 
 
 def step_user_env(node) -> dict[str, str]:
@@ -225,7 +217,7 @@ def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> 
         invocation.code_package,
         datastore.TYPE,
         step_user_env(objects.graph[identity.step_name]),
-        input_env,
+        {**input_env, **invocation.run_env},
         os.environ,
         datastore.datastore_root,
     )

@@ -33,21 +33,24 @@ def shared_filesystem_env(datastore_root: str | None, sysroot: str | None) -> di
     return env
 
 
-def card_root_link_commands() -> list[str]:
+def card_root_link_commands(datastore_root: str | None) -> list[str]:
     """Make the task's cards land where the launcher's ``card get`` looks for them.
 
     Metaflow's card store has no usable root setting for the local datastore
     (with METAFLOW_CARD_LOCALROOT set it falls back to the datastore root, and
     that is passed on as it is); it looks for ``.metaflow`` upwards from the
     working directory.  So the task's directory gets a ``.metaflow`` link to the
-    directory the launcher would use.
+    directory the launcher would use.  Where the launcher finds none (a deployed
+    run's runner works in its allocation's directory; its deployer's cards are
+    next to the run's datastore, whose root it was given), the link goes to the
+    run's datastore root, whose ``mf.cards`` the client reads for the task.
     """
     from metaflow import metaflow_config as mc
     from metaflow.plugins.cards.card_datastore import CardDatastore
 
     if mc.CARD_LOCALROOT:
         return []
-    card_root = CardDatastore.get_storage_root("local")
-    return [
-        f"ln -s {shlex.quote(os.path.dirname(os.path.abspath(card_root)))} {DATASTORE_LOCAL_DIR}"
-    ]
+    local_dir = os.path.dirname(os.path.abspath(CardDatastore.get_storage_root("local")))
+    if not os.path.isdir(local_dir) and datastore_root:
+        local_dir = datastore_root
+    return [f"ln -s {shlex.quote(local_dir)} {DATASTORE_LOCAL_DIR}"]

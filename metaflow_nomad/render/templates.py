@@ -9,12 +9,12 @@ Lookup order for a job's template:
    (``base.nomad.hcl.j2`` for a step, ``runner.nomad.hcl.j2`` for a runner);
 3. the packaged set (``nomad_templates/v1/`` in this distribution).
 
-A step has one template whatever its features (gpu, mtls): the features switch
-blocks on inside it (``Features``), so ``template=`` and project overrides keep
-them.  Packaged templates are always reachable as ``metaflow_nomad/v1/<file>``,
-which is what an override should ``{% extends %}``.  The variant names of
-earlier releases (``plain``, ``gpu``, ``mtls``, ``gpu_mtls``) still resolve, to
-the one step template, with one deprecation line.
+A step has one template whatever its features (gpu, mtls, service_auth): the
+features switch blocks on inside it (``Features``), so ``template=`` and project
+overrides keep them.  Packaged templates are always reachable as
+``metaflow_nomad/v1/<file>``, which is what an override should ``{% extends %}``.
+The variant names of earlier releases (``plain``, ``gpu``, ``mtls``,
+``gpu_mtls``) still resolve, to the one step template, with one deprecation line.
 
 Every template declares the API version it targets in a header comment::
 
@@ -71,21 +71,24 @@ class LoadedTemplate:
 
 @dataclass(frozen=True)
 class Features:
-    """The optional parts of a step's job, switched on in the step template.
+    """The optional parts of a job, switched on in its template.
 
     Each feature is one small file, ``nomad_templates/v1/features/<name>.j2``,
-    whose macros the base template calls in its blocks when the feature is on.
+    whose macros the base template (and, for ``service_auth``, the runner
+    template) calls in its blocks when the feature is on.
     """
 
     gpu: bool = False
     mtls: bool = False
+    service_auth: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)
 
     def legacy_variant(self) -> str:
-        """The variant template earlier releases chose for these features."""
-        names = [name for name, on in asdict(self).items() if on]
+        """The variant template earlier releases chose for these features (they had
+        one per combination of gpu and mtls)."""
+        names = [name for name in ("gpu", "mtls") if getattr(self, name)]
         return "_".join(names) or "plain"
 
 

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_attempt(plan: AttemptPlan, echo) -> int:
-    from metaflow_nomad.api.lookup import default_client
+    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.runtime.launcher import TaskLauncher
 
     client = default_client()

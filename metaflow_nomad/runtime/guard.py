@@ -26,18 +26,19 @@ class JobGuard:
         self._job_id: str | None = None
         self._namespace: str | None = None
         self._released = False
+        self._previous_handlers: dict = {}
 
     def __enter__(self) -> JobGuard:
         for sig in self.SIGNALS:
-            signal.signal(sig, self._on_signal)
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
         atexit.register(self.stop)
         _signal_when_parent_dies(signal.SIGTERM)
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        for sig in self.SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
         atexit.unregister(self.stop)
 
     def watch(self, job_id: str, namespace: str | None) -> None:

@@ -36,6 +36,7 @@ class _State:
     diagnosis: str | None = None
     deregistered: bool = False
     final_report: str | None = None
+    replacements: set = field(default_factory=set)
     started: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -113,12 +114,12 @@ class JobTracker:
         reported: tuple = ()
         seen_events = 0
         while True:
-            alloc = max(allocs, key=lambda a: a.get("CreateIndex", 0))
-            if self._state.alloc is None or alloc["ID"] != self._state.alloc["ID"]:
-                seen_events = 0
+            alloc = self._attempt_allocation(allocs)
+            if self._state.alloc is None:
                 self.echo(
                     f"Task placed on node {alloc.get('NodeName')} (allocation {alloc['ID'][:8]})."
                 )
+            self._report_replacements(allocs, alloc)
             self._state.alloc = alloc
             if alloc.get("DesiredStatus") in ("stop", "evict"):
                 self._state.stopping.set()
@@ -149,6 +150,30 @@ class JobTracker:
                 if changed and new_allocs:
                     allocs = new_allocs
                     break
+
+    def _attempt_allocation(self, allocs: list[dict]) -> dict:
+        """The attempt's own allocation: the first one placed, followed by its ID.
+
+        A lost allocation of a batch job is replaced by Nomad (1.6) inside the same
+        job, whatever the reschedule policy; the replacement is not this attempt,
+        and following it would hide that the attempt's node was lost.
+        """
+        if self._state.alloc is not None:
+            own = next((a for a in allocs if a["ID"] == self._state.alloc["ID"]), None)
+            if own is not None:
+                return own
+        return min(allocs, key=lambda a: a.get("CreateIndex", 0))
+
+    def _report_replacements(self, allocs: list[dict], own: dict) -> None:
+        for alloc in allocs:
+            if alloc["ID"] != own["ID"] and alloc["ID"] not in self._state.replacements:
+                self._state.replacements.add(alloc["ID"])
+                self.echo(
+                    f"Nomad placed allocation {alloc['ID'][:8]} on node {alloc.get('NodeName')} "
+                    f"in place of {own['ID'][:8]} (on node {own.get('NodeName')}, now "
+                    f"{own.get('ClientStatus')}), inside the same attempt: it will not run the "
+                    "step (the attempt is claimed by the first allocation)."
+                )
 
     def _wait_for_placement(self) -> tuple[list[dict], int] | None:
         """Follow the evaluations until an allocation exists; None if the job was stopped.

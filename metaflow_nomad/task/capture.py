@@ -6,14 +6,20 @@ task waits for whatever runs before its step, and those imports are about half
 of this process's start-up.  A stop signal (Nomad's kill, forwarded by the
 bootstrap to the whole process group) ends the step; this process ignores it,
 so that it can still save the logs of a killed task, and exits with the step's
-status.
+status.  Before it starts the step, a task with a remote datastore claims its
+attempt (``task.attempt_claim``): a replacement allocation Nomad placed for a
+lost one exits without running the step.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+
+# ``--claim URL`` before the step's command: claim the attempt first (S3 datastore).
+CLAIM_OPTION = "--claim"
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -37,6 +43,13 @@ def start_step(argv: list[str]) -> subprocess.Popen:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == [CLAIM_OPTION]:
+        from metaflow_nomad.task.attempt_claim import claim_before_step
+
+        refused = claim_before_step(argv[1], os.environ.get("NOMAD_ALLOC_ID"))
+        if refused is not None:
+            return refused
+        argv = argv[2:]
     step = start_step(argv)
     from metaflow_nomad.task.log_capture import capture
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import time
 
 from metaflow_nomad.mflog_lines import decorate, poll_delay
 from metaflow_nomad.model import EXIT_FILE_ENV, LOGS_IN_PLACE_ENV
+from metaflow_nomad.task.lease_watch import LeaseWatch
 
 TASK_LOG_SOURCE = b"task"  # metaflow.mflog.TASK_LOG_SOURCE
 
@@ -37,13 +39,16 @@ class LogFile:
 
     def copy_lines(self, pipe) -> None:
         """Until EOF: each line from ``pipe`` to the file (decorated) and to ``echo``."""
-        with open(self.path, "ab", buffering=0) as out:
-            for line in iter(pipe.readline, b""):
-                with self._lock:
-                    out.write(decorate(TASK_LOG_SOURCE, line))
-                self._echo.write(line)
-                self._echo.flush()
-                self.changed.set()
+        for line in iter(pipe.readline, b""):
+            self.append(line)
+
+    def append(self, line: bytes) -> None:
+        """One line (ending in a newline) to the file and to ``echo``."""
+        with self._lock, open(self.path, "ab", buffering=0) as out:
+            out.write(decorate(TASK_LOG_SOURCE, line))
+        self._echo.write(line)
+        self._echo.flush()
+        self.changed.set()
 
     def read(self) -> bytes:
         with self._lock:
@@ -98,17 +103,58 @@ def capture(step: subprocess.Popen) -> int:
     ]
     for reader in readers:
         reader.start()
+    watch = LeaseWatch.from_environment(lambda silent: _stop_orphan(step, files["stderr"], silent))
+    if watch is not None:
+        watch.start()
     if os.environ.get(LOGS_IN_PLACE_ENV):
         step.wait()
         for reader in readers:
             reader.join()
     else:
         _upload_until_done(step, files, readers)
+    if watch is not None:
+        watch.stop()
     code = step.returncode
     status = 128 - code if code < 0 else code
     if os.environ.get(EXIT_FILE_ENV):
         record_exit_status(os.environ[EXIT_FILE_ENV], status)
     return status
+
+
+def _stop_orphan(step: subprocess.Popen, stderr: LogFile, silent_s: float) -> None:
+    """The run's launcher is gone: end the step as Nomad's kill would (its process
+    group, of which this process ignores the signal), so that it never records
+    success for a run nobody finishes."""
+    stderr.append(
+        f"[metaflow-nomad] The run's launcher has not renewed the run's lease for "
+        f"{silent_s:.0f} s (METAFLOW_NOMAD_LEASE_TIMEOUT): it is gone. Stopping the step "
+        "so that nothing runs without it; resume the run to finish it.\n".encode()
+    )
+    group = os.getpgid(step.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        step.wait(10)
+        return
+    for pid in _group_members(group):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _group_members(group: int) -> list[int]:
+    """Every process of ``group`` but this one (Linux's /proc; none elsewhere)."""
+    members = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:
+            members.append(int(entry))
+    return members
 
 
 def record_exit_status(path: str, status: int) -> None:

@@ -37,7 +37,7 @@ class DockerUnavailable(RuntimeError):
     """Docker tasks cannot run here; the message says exactly what is missing."""
 
 
-def _get_docker(target: str) -> str:
+def get_docker(target: str) -> str:
     """Run ``get_docker.sh TARGET`` and return the path it prints."""
     if not GET_DOCKER.exists():
         raise DockerUnavailable(f"{GET_DOCKER} is missing")
@@ -81,7 +81,7 @@ class DockerEngine:
 
     def start(self, timeout: float = 60) -> DockerEngine:
         """Install the engine if needed, start dockerd and wait until it answers."""
-        dockerd = _get_docker("engine")
+        dockerd = get_docker("engine")
         if not os.access(dockerd, os.X_OK):
             raise DockerUnavailable(f"no dockerd at {dockerd!r} after get_docker.sh engine")
         if shutil.which(self.client) is None:
@@ -133,14 +133,19 @@ class DockerEngine:
         return "\n".join(text.splitlines()[-lines:])
 
     def docker(
-        self, *args: str, check: bool = True, timeout: float | None = 300
+        self, *args: str, check: bool = True, timeout: float | None = 300, stdin: str | None = None
     ) -> subprocess.CompletedProcess:
-        """Run the docker client against this engine (output captured as text)."""
+        """Run the docker client against this engine (output captured as text).
+
+        ``stdin`` feeds a secret (``login --password-stdin``) without putting it on a
+        command line.
+        """
         result = subprocess.run(
             [self.client, "-H", self.endpoint, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
+            input=stdin,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
@@ -156,7 +161,7 @@ class DockerEngine:
         present = [self.docker("image", "inspect", "-f", "{{.Id}}", t, check=False) for t in tags]
         if all(r.returncode == 0 for r in present) and len({r.stdout for r in present}) == 1:
             return present[0].stdout.strip()
-        tarball = _get_docker("image")
+        tarball = get_docker("image")
         result = self.docker("import", "--change", f"ENV PATH={IMAGE_PATH}", tarball, check=False)
         if result.returncode != 0:
             raise DockerUnavailable(f"docker import {tarball} failed: {result.stderr.strip()}")
@@ -168,19 +173,29 @@ class DockerEngine:
     def running_containers(self) -> list[str]:
         return self.docker("ps", "-q").stdout.split()
 
-    def nomad_plugin_config(self, volumes: bool = True) -> str:
+    def nomad_plugin_config(self, volumes: bool = True, shared: bool = False) -> str:
         """The ``plugin "docker"`` block for a Nomad agent that uses this engine.
 
         Image GC is off: with Nomad's default, the imported image is deleted 3 minutes
         after its last task and cannot be pulled back.  Volumes are enabled for bind
         mounts (e.g. a local datastore mounted at the same path) unless ``volumes`` is
         False, Nomad's default.
+
+        ``shared`` is for several Nomad clients on this one engine (a test cluster):
+        each client's driver would otherwise remove the others' containers as
+        "dangling" (not its own) after five minutes, and each container is labelled
+        with its node's name and ID, so that the containers of a node that "dies" can
+        be killed.
         """
+        labels = '\n    extra_labels = ["node_name", "node_id"]' if shared else ""
+        dangling = (
+            "\n      dangling_containers {\n        enabled = false\n      }" if shared else ""
+        )
         return f"""plugin "docker" {{
   config {{
-    endpoint = "{self.endpoint}"
+    endpoint = "{self.endpoint}"{labels}
     gc {{
-      image = false
+      image = false{dangling}
     }}
     volumes {{
       enabled = {str(volumes).lower()}

@@ -26,6 +26,15 @@ class AgentPki:
         """Another client certificate from the same CA (``expired`` ended yesterday)."""
         return _issue(self, name, ["client.global.nomad"], expired=expired)
 
+    def issue(self, name: str, dns_names: list[str]) -> tuple[Path, Path]:
+        """A certificate for ``dns_names`` and 127.0.0.1, valid for server and client use.
+
+        For services that need their own identity: a cluster's servers
+        (``server.<region>.nomad``) and clients (``client.<region>.nomad``), whose RPC
+        certificates must name their role, or a registry (``localhost``).
+        """
+        return _issue(self, name, dns_names)
+
 
 def make_test_pki(directory: str | os.PathLike, region: str = "global") -> AgentPki:
     """A CA plus server and client certificates, like ``nomad tls cert create``.

@@ -19,6 +19,7 @@ from tests.support.deploy import (
     triggered_run_id,
     wait_runner_done,
 )
+from tests.support.leaks import decoded_payloads
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,10 @@ def _everything_written(cluster, workdir: Path, tasks: dict[str, str | None]) ->
     places = {}
     for job_id, task in tasks.items():
         quoted = job_id.replace("/", "%2F")
-        places[f"job {job_id}"] = json.dumps(cluster.api("GET", f"/v1/job/{quoted}"))
+        job = cluster.api("GET", f"/v1/job/{quoted}")
+        places[f"job {job_id}"] = json.dumps(job)
+        # Base64 payloads (a task's script, a dispatched task's env in mf_command), decoded.
+        places.update({f"job {job_id} {k}": v for k, v in decoded_payloads(job).items()})
         places[f"versions {job_id}"] = json.dumps(cluster.api("GET", f"/v1/job/{quoted}/versions"))
         if task is None:
             submission = cluster.api("GET", f"/v1/job/{quoted}/submission?version=0")

@@ -15,7 +15,7 @@ import pytest
 
 from metaflow_nomad.api.lookup import find_jobs
 from metaflow_nomad.runtime.plan import LAUNCHER_MODULE
-from tests.support.flows import FLOWS, FlowRun, flow_env, start_flow
+from tests.support.flows import FLOWS, FlowRun, flow_env, read_run, start_flow
 from tests.support.nomad_checks import wait_no_active_jobs, wait_task_running
 
 pytestmark = pytest.mark.integration
@@ -190,6 +190,32 @@ def test_sigkill_of_the_runtime_stops_the_job(sleeping_run, nomad_client):
     while os.path.exists(f"/proc/{trampoline}") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not os.path.exists(f"/proc/{trampoline}"), "the trampoline outlived the runtime"
+
+
+LEASE_TIMEOUT_S = 10
+
+
+def test_sigkill_of_the_whole_launcher_stops_the_job_within_the_lease_timeout(
+    sleeping_run, nomad_client, tmp_path
+):
+    """The launcher machine dies outright (OOM kill of the group, CI cancellation, power
+    loss): no process of it is left to stop the job.  The task stops its step once the
+    run's lease goes unrenewed for METAFLOW_NOMAD_LEASE_TIMEOUT, and records no success."""
+    run, run_id, job = sleeping_run(env={"METAFLOW_NOMAD_LEASE_TIMEOUT": str(LEASE_TIMEOUT_S)})
+    before = len(find_jobs(nomad_client, FLOW, run_id))
+    os.killpg(run.proc.pid, signal.SIGKILL)
+    run.proc.wait()
+    cleanup = wait_no_active_jobs(nomad_client, FLOW, run_id, [job["ID"]], timeout=45)
+    _report(f"sigkill launcher group, lease {LEASE_TIMEOUT_S}s", before, cleanup)
+    assert before == 1
+    # The bound: the timeout, one watch interval (timeout / 6) and the step's stop.
+    _assert_cleaned(cleanup, jobs_within=LEASE_TIMEOUT_S + LEASE_TIMEOUT_S / 6 + 10)
+    task_dir = next((tmp_path / ".metaflow" / FLOW / run_id / "nap").iterdir())
+    stderr = (task_dir / "0.task_stderr.log").read_text(errors="replace")
+    assert "has not renewed the run's lease" in stderr
+    [nap] = read_run(run, f"{FLOW}/{run_id}")["steps"]["nap"]
+    assert nap["successful"] is False
+    assert nap["metadata"].get("attempt_ok") != "True"
 
 
 def _trampoline_pid(runtime_pid: int) -> int:

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from secrets import token_urlsafe
 
 import pytest
 
@@ -26,6 +27,7 @@ from metaflow_nomad.errors import NomadClientError
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
 from metaflow_nomad.testing.pki import make_test_pki
 from tests.support.flows import agent_flow_env, agent_path_env, run_flow
+from tests.support.leaks import decoded_payloads
 from tests.support.nomad_checks import probe_hcl
 
 pytestmark = pytest.mark.integration
@@ -33,6 +35,9 @@ pytestmark = pytest.mark.integration
 NAMESPACE = "team-a"
 HCL = probe_hcl("sec-probe")
 UNKNOWN_TOKEN = "8f1c2d7e-5b1a-4c39-9a11-2f0e5d6c7b8a"
+# The metadata service's API key, set where the run and render are launched: Metaflow
+# turns it into METAFLOW_SERVICE_HEADERS, which must reach no jobspec either.
+SERVICE_KEY = "mf-service-key-" + token_urlsafe(24)
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +293,7 @@ def mtls_run(secure_agent, pki, tmp_path_factory):
             extra={
                 "METAFLOW_NOMAD_NAMESPACE": NAMESPACE,
                 "METAFLOW_NOMAD_TASK_TLS_DIR": str(pki.directory),
+                "METAFLOW_SERVICE_AUTH_KEY": SERVICE_KEY,
             },
         ),
         timeout=240,
@@ -344,13 +350,14 @@ def test_no_token_or_key_in_jobspec_meta_metadata_logs_or_render(
     secure_agent, pki, mtls_run, tmp_path
 ):
     assert mtls_run.proc.returncode == 0, "flow failed; see " + str(mtls_run.log_path)
-    secrets = {
+    found = {
         "narrow token": secure_agent.narrow_token,
         "management token": secure_agent.management_token,
         "client key": _key_body(pki.client_key),
         "CA key": _key_body(pki.ca_key_file),
+        "metadata service key": SERVICE_KEY,
     }
-    assert all(len(v) > 30 for v in secrets.values())
+    assert all(len(v) > 30 for v in found.values())
     places: dict[str, str] = {"flow output (every log line)": mtls_run.output}
     for job in _run_jobs(secure_agent, mtls_run.run_id):
         places[f"job JSON {job['ID']}"] = json.dumps(job)
@@ -367,9 +374,11 @@ def test_no_token_or_key_in_jobspec_meta_metadata_logs_or_render(
     metaflow_files = _metaflow_files(mtls_run.workdir)
     assert any("metadata" in name or "_meta" in name for name in metaflow_files)
     places.update({f"metaflow file {n}": t for n, t in metaflow_files.items()})
+    for job in _run_jobs(secure_agent, mtls_run.run_id):
+        places.update({f"{job['ID']} {k}": v for k, v in decoded_payloads(job).items()})
     places["render output"] = _render(secure_agent, pki, mtls_run.workdir, tmp_path)
     assert "mf-mtlsflow-render-preview-call-cluster-1-0" in places["render output"]
-    assert not _secret_locations(secrets, places)
+    assert not _secret_locations(found, places)
 
 
 def _render(agent: LocalAgent, pki, flow_dir: Path, tmp_path: Path) -> str:
@@ -384,6 +393,7 @@ def _render(agent: LocalAgent, pki, flow_dir: Path, tmp_path: Path) -> str:
             "METAFLOW_NOMAD_SHARED_FILESYSTEM": "1",
             "METAFLOW_HOME": str(tmp_path / "mfhome"),
             "USER": "tester",
+            "METAFLOW_SERVICE_AUTH_KEY": SERVICE_KEY,
         }
     )
     outputs = []

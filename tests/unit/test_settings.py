@@ -2,7 +2,7 @@
 
 import pytest
 
-from metaflow_nomad.errors import NomadSettingsError
+from metaflow_nomad.errors import NomadException, NomadSettingsError
 from metaflow_nomad.settings import project_defaults_for_step, resolve_step_settings
 
 
@@ -99,3 +99,90 @@ def test_error_names_step_setting_value_source_and_accepted_form():
         "Step 'train': setting 'memory' = -5 (from @nomad) is not valid. "
         "Expected a whole number of MB >= 10."
     )
+
+
+CPU = (
+    "a positive number: below 100 it counts vCPUs (e.g. cpu=2), 100 or more is MHz (e.g. cpu=4000)"
+)
+
+
+def problem(setting, value, accepted, source="@nomad"):
+    return (
+        f"Step 'train': setting '{setting}' = {value!r} (from {source}) is not valid. "
+        f"Expected {accepted}."
+    )
+
+
+def problems_raised(**layers) -> list[str]:
+    """The lines of the one error that holds every problem of the step."""
+    with pytest.raises(NomadException) as info:
+        resolve(**layers)
+    assert info.value.headline == "Invalid @nomad settings"
+    assert all(isinstance(p, NomadSettingsError) for p in info.value.problems)
+    lines = str(info.value).splitlines()
+    assert lines == [str(p) for p in info.value.problems]
+    return lines
+
+
+def test_every_bad_value_of_a_step_is_reported_at_once():
+    assert problems_raised(
+        nomad={"memory": "lots", "cpu": -1, "driver": "podman", "priority": 0},
+        config={"NOMAD_DISK": "big"},
+        project={"gpu_vendor": "NVIDIA!"},
+    ) == [
+        problem("driver", "podman", "one of: docker, exec, raw_exec"),
+        problem("cpu", -1, CPU),
+        problem("memory", "lots", "a whole number of MB >= 10"),
+        problem("disk", "big", "a whole number of MB > 0", source="METAFLOW_NOMAD_DISK"),
+        problem(
+            "gpu_vendor",
+            "NVIDIA!",
+            "a device vendor such as 'nvidia' or 'amd'",
+            source="metaflow_nomad.yaml",
+        ),
+        problem("priority", 0, "a whole number between 1 and 100"),
+    ]
+
+
+def test_every_unknown_project_file_key_is_reported_with_the_bad_values():
+    lines = problems_raised(nomad={"memory": 1}, project={"memroy": 100, "cpus": 2})
+    assert [line.split(" = ")[0] for line in lines] == [
+        "Step 'train': setting 'cpus'",
+        "Step 'train': setting 'memroy'",
+        "Step 'train': setting 'memory'",
+    ]
+
+
+def test_a_bad_mhz_per_vcpu_does_not_hide_a_bad_cpu():
+    assert problems_raised(nomad={"cpu": "fast"}, config={"NOMAD_MHZ_PER_VCPU": "0"}) == [
+        problem(
+            "METAFLOW_NOMAD_MHZ_PER_VCPU",
+            "0",
+            "a positive number of MHz per vCPU, e.g. 1000",
+            source="config",
+        ),
+        problem("cpu", "fast", CPU),
+    ]
+
+
+def test_every_docker_setting_on_a_raw_exec_step_is_reported():
+    assert problems_raised(
+        nomad={"driver": "raw_exec", "network_mode": "host", "volumes": ["/d:/d"]}
+    ) == [
+        problem("network_mode", "host", "a setting of the docker driver; this step uses raw_exec"),
+        problem("volumes", ["/d:/d"], "a setting of the docker driver; this step uses raw_exec"),
+    ]
+
+
+def test_docker_values_are_checked_even_when_the_driver_is_bad():
+    assert problems_raised(nomad={"driver": "dockr", "image_pull_timeout": "5 minutes"}) == [
+        problem("driver", "dockr", "one of: docker, exec, raw_exec"),
+        problem("image_pull_timeout", "5 minutes", "a duration such as 90s, 10m or 1h30m"),
+    ]
+
+
+@pytest.mark.parametrize("value", ["inf", float("inf"), "nan"])
+def test_infinite_or_nan_numbers_are_bad_values(value):
+    with pytest.raises(NomadSettingsError) as info:
+        resolve({"memory": value})
+    assert str(info.value) == problem("memory", value, "a whole number of MB >= 10")

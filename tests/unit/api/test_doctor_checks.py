@@ -5,18 +5,33 @@ tests/integration/test_doctor.py."""
 
 from __future__ import annotations
 
-from metaflow_nomad.api.diagnosis import one_line
-from metaflow_nomad.api.doctor import FAIL, INFO, OK, WARN, Check, _denial, settings_report
+from metaflow_nomad.api.client import NomadClient
+from metaflow_nomad.api.connection import ConnectionSettings
+from metaflow_nomad.api.diagnosis import classify_failure, one_line
+from metaflow_nomad.api.doctor import (
+    FAIL,
+    INFO,
+    OK,
+    SKIP,
+    WARN,
+    Check,
+    _denial,
+    check_connection,
+    check_token,
+    settings_report,
+)
 from metaflow_nomad.api.placement import (
     check_devices,
     check_docker_volumes,
     check_driver,
+    check_node_pool,
     check_nodes,
     node_lines,
     package_cache_hint,
     requested_bind_mounts,
     requested_devices,
 )
+from metaflow_nomad.api.transport import HttpError, Response
 from metaflow_nomad.errors import NomadClientError
 from metaflow_nomad.plugin.doctor_report import Report
 
@@ -148,19 +163,97 @@ def test_settings_report_shows_sources_and_never_a_secret(tmp_path):
     assert not [line for line in lines if "s3cr3t" in line]
 
 
+def _probe_failed(status: int, answer: str, token: str | None = None) -> NomadClientError:
+    """The error a capability probe raises for Nomad's ``answer`` (the client's own path)."""
+    own = {"Name": "reader", "Policies": ["read"]}
+    settings = ConnectionSettings(token=token)
+    failure = HttpError(Response(status, {}, answer.encode()))
+    return classify_failure(settings, "POST /v1/job/j/plan", failure, "ns", lambda: own)[0]
+
+
 def test_a_nonexistent_node_pool_or_namespace_is_told_as_such():
-    pool = NomadClientError(
-        "x", 500, '1 error occurred:\n\t* job "mf-doctor-1" is in nonexistent node pool "gpu"\n'
+    pool = _probe_failed(
+        500, '1 error occurred:\n\t* job "mf-doctor-1" is in nonexistent node pool "gpu"\n'
     )
     assert _denial(pool, "submit-job", "default") == (
         "node pool 'gpu' does not exist: create it (`nomad node pool apply`) or choose another "
         "with METAFLOW_NOMAD_NODE_POOL or @nomad(node_pool=...)."
     )
-    namespace = NomadClientError("x", 500, 'job "j" is in nonexistent namespace "ns"')
+    namespace = _probe_failed(500, 'job "j" is in nonexistent namespace "ns"')
     assert _denial(namespace, "submit-job", "ns").startswith(
         "the namespace does not exist: create it (`nomad namespace apply ns`)"
     )
     assert one_line("2 errors occurred:\n\t* a\n\t* b\n") == "a b"
+
+
+def test_a_denied_probe_names_the_missing_token_or_the_capability_the_token_lacks():
+    assert _denial(_probe_failed(403, "Permission denied"), "submit-job", "ns") == (
+        "denied: no ACL token is set and this cluster enforces ACLs: set METAFLOW_NOMAD_TOKEN "
+        "(or NOMAD_TOKEN) to the Secret ID of a token allowed to submit jobs in namespace 'ns'."
+    )
+    lacking = _probe_failed(403, "Permission denied", token="t0k3n")
+    assert _denial(lacking, "submit-job", "ns") == (
+        "denied: the token needs the `submit-job` capability here. The ACL token in "
+        "METAFLOW_NOMAD_TOKEN (or NOMAD_TOKEN) (name 'reader', policies: read) is not allowed "
+        "to do this in namespace 'ns'. Use a token whose policy covers that namespace, or "
+        "choose a namespace it covers with METAFLOW_NOMAD_NAMESPACE (or NOMAD_NAMESPACE) or "
+        "@nomad(nomad_namespace=...)."
+    )
+    assert _denial(_probe_failed(400, "1 error occurred:\n\t* bad\n"), "parse-job", "ns") == "bad"
+
+
+class Refusing:
+    """A transport that answers every request with one error status and text."""
+
+    def __init__(self, status: int, text: str):
+        self.status, self.text = status, text
+
+    def request(self, method, endpoint, params=None, json=None, timeout=None):
+        raise HttpError(Response(self.status, {}, self.text.encode()))
+
+
+def _refusing_client(status: int, text: str, token: str | None = None) -> NomadClient:
+    return NomadClient(ConnectionSettings(token=token), transport=Refusing(status, text))
+
+
+def test_an_http_address_for_an_https_cluster_is_a_tls_failure_of_an_answering_address():
+    checks = check_connection(
+        _refusing_client(400, "Client sent an HTTP request to an HTTPS server.\n")
+    )
+    assert checks == [
+        Check(OK, "address", "http://127.0.0.1:4646 (from the built-in default) answers"),
+        Check(
+            FAIL,
+            "TLS",
+            "Client sent an HTTP request to an HTTPS server.. The cluster serves HTTPS: set "
+            "METAFLOW_NOMAD_ADDRESS (or NOMAD_ADDR) to https://...",
+        ),
+    ]
+    other = check_connection(_refusing_client(400, "Bad Request"))
+    assert [c.status for c in other] == [FAIL, SKIP]
+    assert "answered, but not as a Nomad agent does (Bad Request)" in other[0].detail
+
+
+def test_the_token_line_for_a_cluster_without_acls_and_for_an_unknown_token():
+    disabled = check_token(_refusing_client(400, "ACL support disabled", token="t"))
+    assert disabled == Check(
+        OK,
+        "token",
+        "ACLs are disabled on this cluster: none needed (the one in METAFLOW_NOMAD_TOKEN "
+        "(or NOMAD_TOKEN) is ignored)",
+    )
+    unknown = check_token(_refusing_client(403, "ACL token not found", token="t"))
+    assert unknown.status == FAIL
+    assert unknown.detail.startswith("Nomad does not know the ACL token in METAFLOW_NOMAD_TOKEN")
+    broken = check_token(_refusing_client(400, "bad request", token="t"))
+    assert broken == Check(FAIL, "token", "looking it up failed: bad request")
+
+
+def test_a_node_pool_the_token_may_not_read_is_a_warning_and_a_missing_one_fails():
+    assert check_node_pool(_refusing_client(403, "Permission denied", token="t"), "gpu") == Check(
+        WARN, "node pool", "'gpu' cannot be read with this token"
+    )
+    assert check_node_pool(_refusing_client(404, "not found"), "gpu").status == FAIL
 
 
 def test_the_verdict_counts_failures_with_where_they_are():

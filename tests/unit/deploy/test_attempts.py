@@ -5,7 +5,7 @@ decision is pure logic over what exists (the real datastore is exercised by the
 lost-runner integration test).
 """
 
-from metaflow_nomad.deploy.attempts import plan_attempt
+from metaflow_nomad.deploy.attempts import plan_runner_attempt
 
 
 class _Datastore:
@@ -17,7 +17,7 @@ class _Datastore:
 
 
 def test_a_first_runner_starts_the_run_under_its_own_id():
-    plan = plan_attempt(_Datastore({}), "nomad-dispatch-1-a")
+    plan = plan_runner_attempt(_Datastore({}), "nomad-dispatch-1-a")
     assert (plan.run_id, plan.origin_run_id, plan.earlier) == ("nomad-dispatch-1-a", None, ())
 
 
@@ -27,11 +27,11 @@ def test_a_replacement_runner_resumes_the_latest_attempt():
         ("r-r1", "_parameters"): [{}],
         ("r-r1", "end"): [{"_task_ok": False}],
     }
-    plan = plan_attempt(_Datastore(done), "r")
+    plan = plan_runner_attempt(_Datastore(done), "r")
     assert (plan.run_id, plan.origin_run_id) == ("r-r2", "r-r1")
     assert plan.earlier == ("r", "r-r1") and not plan.already_succeeded
 
 
 def test_a_run_that_already_ended_well_is_not_run_again():
     done = {("r", "_parameters"): [{}], ("r", "end"): [{"_task_ok": True}]}
-    assert plan_attempt(_Datastore(done), "r").already_succeeded
+    assert plan_runner_attempt(_Datastore(done), "r").already_succeeded

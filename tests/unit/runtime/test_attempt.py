@@ -66,7 +66,7 @@ def test_the_launcher_and_the_capture_process_never_load_metaflow():
     code = (
         "import sys, metaflow_nomad.runtime.attempt, metaflow_nomad.task.log_capture, "
         "metaflow_nomad.runtime.launcher\n"
-        "from metaflow_nomad.api.lookup import default_client\n"
+        "from metaflow_nomad.api.client import default_client\n"
         "from metaflow_nomad.errors import NomadUnreachable\n"
         "try:\n"
         "    default_client(max_attempts=1).job('probe')\n"

@@ -5,7 +5,8 @@ Both are rendered with the step's own settings and the run's render inputs
 started and given credentials exactly as the step's jobs would be.  The probe's
 bootstrap fetches the code package the way a step's does
 (``render.code_package``) and then, instead of the step, runs
-``render.probe_task`` to use the datastore from inside the task.
+``render.probe_task`` to use the datastore (and the metadata service) from
+inside the task.
 """
 
 from __future__ import annotations
@@ -32,22 +33,25 @@ def render_probe_job(
     inputs: RenderInputs,
 ) -> RenderedJob:
     """The probe job for the step ``identity`` names; ``obj`` is Metaflow's CLI
-    context (flow, graph, environment, datastore)."""
+    context (flow, graph, environment, datastore, metadata)."""
     datastore = obj.flow_datastore
+    probe_env = {
+        probe_task.FLOW_ENV: identity.flow_name,
+        probe_task.ROOT_ENV: datastore.datastore_root,
+        probe_task.TOKEN_ENV: token,
+        # The node's package cache (``package_cache``) stays mounted, so that the
+        # probe shows the driver accepts the mount, but is not used: a package
+        # cached by an earlier run would hide a download that fails.
+        PACKAGE_CACHE_ENV: "",
+    }
+    if obj.metadata.TYPE == "service":
+        probe_env[probe_task.SERVICE_ENV] = "1"
     env = task_environment(
         identity,
         code_package,
         datastore.TYPE,
         step_user_env(obj.graph[identity.step_name]),
-        {
-            probe_task.FLOW_ENV: identity.flow_name,
-            probe_task.ROOT_ENV: datastore.datastore_root,
-            probe_task.TOKEN_ENV: token,
-            # The node's package cache (``package_cache``) stays mounted, so that the
-            # probe shows the driver accepts the mount, but is not used: a package
-            # cached by an earlier run would hide a download that fails.
-            PACKAGE_CACHE_ENV: "",
-        },
+        probe_env,
         os.environ,
     )
     setup = code_package_setup(obj.environment, code_package, datastore.TYPE)

@@ -7,12 +7,10 @@ import datetime
 
 from metaflow._vendor import click
 
-STATE_FLAGS = ("pending", "running", "succeeded", "failed", "terminated")
-
 
 def _client_and_namespace():
-    from metaflow_nomad.api.lookup import default_client
-    from metaflow_nomad.plugin.deploy_context import deployment_namespace
+    from metaflow_nomad.api.client import default_client
+    from metaflow_nomad.plugin.deploy.context import deployment_namespace
 
     return default_client(), deployment_namespace()
 
@@ -83,7 +81,7 @@ def status(obj, run_id):
 @click.pass_obj
 def terminate(obj, run_id, authorize):
     from metaflow_nomad.deploy import deployments
-    from metaflow_nomad.plugin.deploy_token import check_authorized
+    from metaflow_nomad.plugin.deploy.token import check_authorized
 
     _check_run_id(run_id)
     client, namespace = _client_and_namespace()
@@ -108,7 +106,7 @@ def terminate(obj, run_id, authorize):
 def delete(obj, authorize):
     from metaflow_nomad.deploy.deployments import delete as delete_jobs
     from metaflow_nomad.errors import NomadException
-    from metaflow_nomad.plugin.deploy_token import check_authorized
+    from metaflow_nomad.plugin.deploy.token import check_authorized
 
     client, namespace = _client_and_namespace()
     deployment = obj.deployment
@@ -136,7 +134,7 @@ def delete(obj, authorize):
 def policy(obj):
     from metaflow_nomad.deploy.policy import bind_commands, runner_policy
     from metaflow_nomad.deploy.schedule import flow_schedule
-    from metaflow_nomad.plugin.deploy_context import deployment_namespace
+    from metaflow_nomad.plugin.deploy.context import deployment_namespace
 
     namespace = deployment_namespace() or "default"
     click.echo(runner_policy(namespace), nl=False)

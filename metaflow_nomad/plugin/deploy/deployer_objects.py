@@ -150,7 +150,7 @@ class NomadWorkflowsDeployedFlow(DeployedFlow):
     @classmethod
     def list_deployed_flows(cls, flow_name: str | None = None):
         """Every deployment on Nomad (of ``flow_name`` only, if given)."""
-        from metaflow_nomad.api.lookup import default_client
+        from metaflow_nomad.api.client import default_client
         from metaflow_nomad.deploy.runner_job import DISPATCH, META_RUNNER_KIND
         from metaflow_nomad.model import META_DEPLOYMENT
 
@@ -177,8 +177,8 @@ class NomadWorkflowsDeployedFlow(DeployedFlow):
 
 
 def _deployment_meta(identifier: str) -> dict | None:
-    from metaflow_nomad.api.lookup import default_client
-    from metaflow_nomad.plugin.deploy_context import deployment_namespace
+    from metaflow_nomad.api.client import default_client
+    from metaflow_nomad.plugin.deploy.context import deployment_namespace
 
     job = default_client().job(identifier, namespace=deployment_namespace())
     if job is None or job.get("Stop"):

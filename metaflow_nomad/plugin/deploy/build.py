@@ -30,13 +30,14 @@ from metaflow_nomad.deploy.runner_job import (
     runner_launch,
 )
 from metaflow_nomad.deploy.schedule import flow_schedule
-from metaflow_nomad.errors import NomadException
+from metaflow_nomad.errors import NomadException, raise_problems
 from metaflow_nomad.model import META_DEPLOYMENT, META_FLOW_NAME
-from metaflow_nomad.plugin.deploy_context import Deployment
+from metaflow_nomad.plugin.deploy.context import Deployment
+from metaflow_nomad.plugin.step_settings import find_nomad_decorator, flow_settings_problems
 from metaflow_nomad.render.bootstrap import forwarded_metaflow_config
 from metaflow_nomad.render.context import RunnerTrigger
 from metaflow_nomad.render.inputs import RenderInputs
-from metaflow_nomad.render.pipeline import find_nomad_decorator, task_settings
+from metaflow_nomad.render.pipeline import task_settings
 from metaflow_nomad.settings import StepSettings
 
 # Launcher settings a runner must not inherit: it reaches Nomad through the Task
@@ -71,8 +72,7 @@ def prepare_flow(obj) -> None:
         ["nomad"], obj.flow, obj.graph, obj.environment, obj.flow_datastore, obj.logger
     )
     obj.graph = obj.flow._graph
-    for node in obj.graph:
-        find_nomad_decorator(obj.flow, node.name).settings  # noqa: B018 - raises its error
+    raise_problems(flow_settings_problems(obj.flow, obj.graph))
     check_storage(obj.flow_datastore.TYPE, obj.metadata.TYPE)
 
 
@@ -141,7 +141,7 @@ def runner_argv(obj, deployment: Deployment, options: RunnerOptions) -> list[str
     return top + group + runner
 
 
-def render_steps(obj, deployment: Deployment, inputs: RenderInputs):
+def render_flow_step_jobs(obj, deployment: Deployment, inputs: RenderInputs):
     """Every step's parameterized job (see ``deploy.step_jobs``) and their version."""
     from metaflow_nomad.deploy.step_jobs import render_step_jobs
 
@@ -157,7 +157,8 @@ def render_steps(obj, deployment: Deployment, inputs: RenderInputs):
 def runner_env(obj, token: str, step_jobs: str) -> dict[str, str]:
     """The runner's environment: Metaflow's settings for the datastore and services,
     the flow-wide METAFLOW_NOMAD_* settings its steps are launched with, and who
-    the runs belong to.  No credential: the runner's only one is its identity."""
+    the runs belong to.  No credential: the runner's only one is its identity (the
+    metadata service's headers come from a Nomad Variable, feature service_auth)."""
     env = forwarded_metaflow_config(os.environ)
     for name, value in read_config().items():
         if name not in NOT_FORWARDED:

@@ -15,8 +15,8 @@ import json
 from metaflow import parameters
 from metaflow._vendor import click
 
-from metaflow_nomad.plugin.deploy_runner import runner, start_run
-from metaflow_nomad.plugin.deploy_runs import delete, list_runs, policy, status, terminate
+from metaflow_nomad.plugin.deploy.runner import runner, start_run
+from metaflow_nomad.plugin.deploy.runs import delete, list_runs, policy, status, terminate
 
 
 @click.group()
@@ -35,7 +35,7 @@ def cli():
 )
 @click.pass_obj
 def nomad_workflows(obj, name=None):
-    from metaflow_nomad.plugin.deploy_context import current_deployment
+    from metaflow_nomad.plugin.deploy.context import current_deployment
 
     obj.check(obj.graph, obj.flow, obj.environment, pylint=obj.pylint)
     obj.deployment = current_deployment(obj.flow.name, name)
@@ -88,18 +88,18 @@ def create(
 ):
     from metaflow.tagging_util import validate_tags
 
-    from metaflow_nomad.api.lookup import default_client
+    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.deploy.registration import register_deployment
     from metaflow_nomad.deploy.runner_job import render_runner_job
-    from metaflow_nomad.plugin.deploy_build import (
+    from metaflow_nomad.plugin.deploy.build import (
         RunnerOptions,
         prepare_flow,
-        render_steps,
+        render_flow_step_jobs,
         runner_jobs,
         save_code_package,
     )
-    from metaflow_nomad.plugin.deploy_context import runner_settings
-    from metaflow_nomad.plugin.deploy_token import resolve_token
+    from metaflow_nomad.plugin.deploy.context import runner_settings
+    from metaflow_nomad.plugin.deploy.token import resolve_token
     from metaflow_nomad.plugin.render_inputs import render_inputs
 
     validate_tags(tags)
@@ -127,7 +127,7 @@ def create(
     )
     code_package = save_code_package(obj)
     inputs = render_inputs(client.settings)
-    version, step_jobs = render_steps(obj, deployment, inputs)
+    version, step_jobs = render_flow_step_jobs(obj, deployment, inputs)
     jobs = runner_jobs(obj, deployment, options, code_package, token, version)
     runners = [(job, render_runner_job(job, inputs)) for job in jobs]
     registered = register_deployment(client, obj.flow.name, step_jobs, runners, namespace, obj.echo)
@@ -152,15 +152,15 @@ def create(
 @click.option("--runner-template", default=None, help="A runner template name or path.")
 @click.pass_obj
 def render(obj, output_format, offline, max_workers, runner_template):
-    from metaflow_nomad.api.lookup import default_client
+    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.deploy.runner_job import parse_runner_job, render_runner_job
-    from metaflow_nomad.plugin.deploy_build import (
+    from metaflow_nomad.plugin.deploy.build import (
         RunnerOptions,
         prepare_flow,
-        render_steps,
+        render_flow_step_jobs,
         runner_jobs,
     )
-    from metaflow_nomad.plugin.deploy_context import runner_settings
+    from metaflow_nomad.plugin.deploy.context import runner_settings
     from metaflow_nomad.plugin.render_inputs import render_inputs
     from metaflow_nomad.render.jobspec import check_offline, parse_jobspec
 
@@ -173,7 +173,7 @@ def render(obj, output_format, offline, max_workers, runner_template):
     }
     client = default_client()
     inputs = render_inputs(client.settings)
-    version, step_jobs = render_steps(obj, obj.deployment, inputs)
+    version, step_jobs = render_flow_step_jobs(obj, obj.deployment, inputs)
     jobs = runner_jobs(obj, obj.deployment, options, preview_package, "preview-token", version)
     documents = [(r, parse_jobspec) for r in step_jobs]
     documents += [(render_runner_job(j, inputs), parse_runner_job) for j in jobs]
@@ -199,11 +199,11 @@ def render(obj, output_format, offline, max_workers, runner_template):
 )
 @click.pass_obj
 def trigger(obj, run_id_file=None, deployer_attribute_file=None, **kwargs):
-    from metaflow_nomad.api.lookup import default_client
+    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.deploy.deployments import dispatch
     from metaflow_nomad.deploy.parameters import dispatch_meta
     from metaflow_nomad.errors import NomadException
-    from metaflow_nomad.plugin.deploy_context import deployment_namespace
+    from metaflow_nomad.plugin.deploy.context import deployment_namespace
 
     client = default_client()
     namespace = deployment_namespace()

@@ -28,7 +28,7 @@ class NotARunner(NomadException):
 @click.pass_obj
 def runner(obj, max_workers, tags):
     from metaflow_nomad.api.lookup import stop_run_jobs
-    from metaflow_nomad.deploy.attempts import plan_attempt
+    from metaflow_nomad.deploy.attempts import plan_runner_attempt
     from metaflow_nomad.deploy.naming import run_id_for_runner_job
     from metaflow_nomad.deploy.parameters import flow_parameter_names, run_options
 
@@ -38,7 +38,9 @@ def runner(obj, max_workers, tags):
             "`nomad-workflows runner` runs inside a dispatched or periodic runner job. Use "
             "`nomad-workflows trigger` to start a run."
         )
-    plan = plan_attempt(obj.flow_datastore, run_id_for_runner_job(job_id), obj.graph.end_step)
+    plan = plan_runner_attempt(
+        obj.flow_datastore, run_id_for_runner_job(job_id), obj.graph.end_step
+    )
     if plan.already_succeeded:
         obj.echo(f"Run {plan.origin_run_id} already finished; nothing to resume.")
         return

@@ -35,7 +35,7 @@ class NomadWorkflowsDeployer(DeployerImpl):
 
     @staticmethod
     def deployed_flow_type():
-        from metaflow_nomad.plugin.deployer_objects import NomadWorkflowsDeployedFlow
+        from metaflow_nomad.plugin.deploy.deployer_objects import NomadWorkflowsDeployedFlow
 
         return NomadWorkflowsDeployedFlow
 
@@ -64,9 +64,9 @@ class NomadWorkflowsDeployer(DeployerImpl):
         -------
         NomadWorkflowsDeployedFlow
         """
-        from metaflow_nomad.plugin.deployer_objects import NomadWorkflowsDeployedFlow
+        from metaflow_nomad.plugin.deploy.deployer_objects import NomadWorkflowsDeployedFlow
 
         return self._create(NomadWorkflowsDeployedFlow, **kwargs)
 
 
-_addl_stubgen_modules = ["metaflow_nomad.plugin.deployer_objects"]
+_addl_stubgen_modules = ["metaflow_nomad.plugin.deploy.deployer_objects"]

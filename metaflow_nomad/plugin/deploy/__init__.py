@@ -1,0 +1,1 @@
+"""``nomad-workflows``: deploying a flow to Nomad, and Metaflow's Deployer API for it."""
