@@ -46,6 +46,7 @@ class NomadSettingsError(NomadException):
         self.step = step
         self.setting = setting
         self.value = value
+        self.accepted = accepted
         self.source = source
         msg = (
             f"Step '{step}': setting '{setting}' = {value!r} (from {source}) is not valid. "
@@ -61,9 +62,18 @@ class NomadTemplateError(NomadException):
 
 
 class NomadParseError(NomadException):
-    """The cluster's parse endpoint rejected the rendered HCL."""
+    """The cluster's parse endpoint rejected the rendered HCL.
+
+    ``line`` is the rendered line Nomad pointed at and ``said`` its diagnostic,
+    when its answer named one (``api.diagnosis.parse_rejection``).
+    """
 
     headline = "Nomad rejected the rendered jobspec"
+
+    def __init__(self, msg: str, line: int | None = None, said: str | None = None):
+        self.line = line
+        self.said = said
+        super().__init__(msg)
 
 
 def sentence(text: str) -> str:

@@ -18,12 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 from metaflow_nomad.api.connection import ConnectionSettings
-from metaflow_nomad.api.diagnosis import check_tls_files, classify_failure, job_namespace
+from metaflow_nomad.api.diagnosis import (
+    check_tls_files,
+    classify_failure,
+    job_namespace,
+    parse_rejection,
+)
 from metaflow_nomad.api.transport import HttpError, NoAnswer, Response, Transport
 from metaflow_nomad.errors import (
     NomadBadRequest,
     NomadNotFound,
-    NomadParseError,
 )
 
 # Nomad adds up to wait/16 of jitter to a blocking query; leave room for it.
@@ -142,7 +146,7 @@ class NomadClient:
                 json={"JobHCL": hcl, "Canonicalize": True},
             ).json()
         except NomadBadRequest as exc:
-            raise NomadParseError(exc.reason) from None
+            raise parse_rejection(exc.reason) from None
 
     def register(self, job: dict, source: str | None = None) -> dict:
         """Submit a parsed job; ``source`` (the HCL) is stored with it, so the Nomad

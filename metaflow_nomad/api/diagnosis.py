@@ -29,6 +29,7 @@ from metaflow_nomad.errors import (
     NomadClientError,
     NomadForbidden,
     NomadNotFound,
+    NomadParseError,
     NomadTlsError,
     NomadTlsMismatch,
     NomadTokenMissing,
@@ -355,3 +356,15 @@ def _short_reason(text: str) -> str:
         if marker in text:
             return reason
     return text
+
+
+# Nomad's HCL diagnostic: ``input.hcl:L,C-C: Summary; Detail``.
+_PARSE_DIAGNOSTIC = re.compile(r"input\.hcl:(\d+),(\d+)-(?:(\d+),)?(\d+): (.*)")
+
+
+def parse_rejection(reason: str) -> NomadParseError:
+    """The parse endpoint's rejection, with the line and diagnostic it names as data."""
+    match = _PARSE_DIAGNOSTIC.search(reason)
+    if match is None:
+        return NomadParseError(reason)
+    return NomadParseError(reason, line=int(match.group(1)), said=match.group(5))

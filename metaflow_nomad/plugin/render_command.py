@@ -68,7 +68,10 @@ def render(
         or json.dumps({"version": 0, "archive_format": "tgz", "mfcontent_version": 1}),
     }
     invocation = StepInvocation.from_cli_args(
-        runtime_cli_args(obj, step_name, kwargs), objects, code_package
+        runtime_cli_args(obj, step_name, kwargs),
+        objects,
+        code_package,
+        _run_lease_env(obj, kwargs["run_id"]),
     )
     if offline:
         inputs = render_inputs(ConnectionSettings.from_environment(), values)
@@ -126,6 +129,16 @@ def runtime_cli_args(obj, step_name: str, step_options: dict):
     cli_args = CLIArgs(task)
     cli_args.command_options = {key.replace("_", "-"): value for key, value in step_options.items()}
     return cli_args
+
+
+def _run_lease_env(obj, run_id: str) -> dict[str, str]:
+    """Where the run's tasks watch its lease, as a run would give them (nothing is
+    written: ``render`` holds no lease)."""
+    from metaflow_nomad.config import read_config
+    from metaflow_nomad.plugin.run_lease import RunLease, lease_timeout
+
+    timeout = lease_timeout(read_config())
+    return RunLease.for_run(obj.flow_datastore, obj.flow.name, run_id, timeout).task_env()
 
 
 def _warn_datastore(obj, step_name: str) -> None:

@@ -9,7 +9,6 @@ check only proves the HCL is syntactically valid.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from metaflow_nomad.errors import NomadParseError
@@ -92,7 +91,7 @@ def parse_jobspec(rendered: RenderedJob, client) -> dict:
     try:
         job = client.parse(rendered.hcl)
     except NomadParseError as exc:
-        raise NomadParseError(explain_parse_error(str(exc), rendered)) from None
+        raise NomadParseError(explain_parse_error(exc, rendered)) from None
     if job.get("ID") != rendered.job_id:
         raise NomadParseError(
             f"The template {rendered.template.path} produced job ID {job.get('ID')!r}, but "
@@ -101,15 +100,11 @@ def parse_jobspec(rendered: RenderedJob, client) -> dict:
     return job
 
 
-_DIAG_RE = re.compile(r"input\.hcl:(\d+),(\d+)-(?:(\d+),)?(\d+): (.*)")
-
-
-def explain_parse_error(message: str, rendered: RenderedJob) -> str:
-    """Nomad's ``input.hcl:L,C-C: Summary; Detail`` -> template file:line + rendered lines."""
-    match = _DIAG_RE.search(message)
-    if not match:
-        return f"{message}\n(template: {rendered.template.path})"
-    line = int(match.group(1))
+def explain_parse_error(error: NomadParseError, rendered: RenderedJob) -> str:
+    """The rendered line Nomad rejected -> template file:line + rendered lines."""
+    if error.line is None:
+        return f"{error}\n(template: {rendered.template.path})"
+    line = error.line
     origins = render_origins(rendered.template, rendered.context.as_template_vars())
     origin = origins[line - 1] if 0 < line <= len(origins) else rendered.template.path
     lines = rendered.hcl.splitlines()
@@ -120,7 +115,7 @@ def explain_parse_error(message: str, rendered: RenderedJob) -> str:
     return (
         f"{origin}: this template line produced rendered line {line}, which Nomad rejected:\n"
         f"{excerpt}\n"
-        f"Nomad said: {match.group(5)}"
+        f"Nomad said: {error.said}"
     )
 
 

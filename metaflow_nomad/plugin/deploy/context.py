@@ -14,7 +14,12 @@ from metaflow_nomad.deploy.naming import (
     deployment_name,
     production_token_prefix,
 )
-from metaflow_nomad.errors import NomadException, NomadSettingsError
+from metaflow_nomad.errors import (
+    NomadException,
+    NomadSettingsError,
+    problems_of,
+    raise_problems,
+)
 from metaflow_nomad.settings import StepSettings, project_defaults_for_step, resolve_step_settings
 
 # How the runner is named in setting errors ("Step '(runner)': setting 'memory' ...").
@@ -86,16 +91,18 @@ def runner_settings(cpu=None, memory=None, disk=None, node_pool=None) -> StepSet
             project_defaults=defaults,
             standard_env=read_standard_env(),
         )
-    except NomadSettingsError as exc:
-        if exc.source != "@nomad":
-            raise
-        # The value came from a --runner-* option, not from a decorator: say so.
-        option = "--runner-" + exc.setting.replace("_", "-")
-        raise NomadException(
-            str(exc)
-            .replace(f"Step '{RUNNER_LABEL}': setting '{exc.setting}'", option)
-            .replace(" (from @nomad)", "")
-        ) from None
+    except NomadException as exc:
+        raise_problems([_as_runner_option(problem) for problem in problems_of(exc)])
+
+
+def _as_runner_option(problem: NomadException) -> NomadException:
+    """A value from a --runner-* option (resolved as if from a decorator): say so."""
+    if not isinstance(problem, NomadSettingsError) or problem.source != "@nomad":
+        return problem
+    option = "--runner-" + problem.setting.replace("_", "-")
+    return NomadException(
+        f"{option} = {problem.value!r} is not valid. Expected {problem.accepted}."
+    )
 
 
 def deployment_namespace() -> str | None:

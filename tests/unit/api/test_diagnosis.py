@@ -277,3 +277,16 @@ def test_an_error_of_a_subclass_told_alone_keeps_its_data():
     alone = error.without_request()
     assert type(alone) is NomadUnknownNodePool and alone.node_pool == "gpu"
     assert str(alone).startswith('Job "j" is in nonexistent node pool "gpu". Create the node pool')
+
+
+def test_a_parse_rejection_carries_the_line_and_what_nomad_said():
+    from metaflow_nomad.api.diagnosis import parse_rejection
+
+    reason = 'input.hcl:12,7-24: Unsupported argument; An argument named "x" is not expected here.'
+    error = parse_rejection(reason)
+    assert (error.line, error.said) == (
+        12,
+        'Unsupported argument; An argument named "x" is not expected here.',
+    )
+    assert str(error) == reason
+    assert parse_rejection("something else").line is None
