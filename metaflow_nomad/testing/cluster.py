@@ -53,6 +53,7 @@ import concurrent.futures
 import shutil
 import tempfile
 import time
+import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,6 +241,7 @@ class ProductionCluster:
             wait_until(self._no_leader, list(self.servers.values()), timeout, "nomad servers")
             self.timings["leader"] = time.monotonic() - began
             wait_until(self._bootstrap_acl, list(self.servers.values()), timeout, "ACLs")
+            wait_until(self._token_unknown, list(self.servers.values()), timeout, "the token")
             wait_until(self.nodes_not_ready, self.members, timeout, "nomad clients")
             self.timings["clients"] = time.monotonic() - began
             if docker_work is not None:
@@ -315,6 +317,17 @@ class ProductionCluster:
         self.management_token = self.front().bootstrap_acl()
         for member in self.members:
             member.management_token = self.management_token
+
+    def _token_unknown(self) -> str | None:
+        """A server that does not know the management token yet: the bootstrap is
+        applied on the leader first, and a follower answers "ACL token not found"
+        until its copy of the raft log has it."""
+        for server in self.servers.values():
+            try:
+                server.api("GET", "/v1/acl/token/self")
+            except urllib.error.HTTPError as exc:
+                return f"{server.name}: HTTP {exc.code}"
+        return None
 
     def nodes_not_ready(
         self, names: list[str] | None = None, via: AgentProcess | None = None
