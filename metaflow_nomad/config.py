@@ -157,6 +157,12 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
     ),
     _step("docker_runtime", "docker: str, e.g. `nvidia`", "the engine's", "NOMAD_DOCKER_RUNTIME"),
     _step("volumes", "docker: list of `/host:/container[:ro]`", "`[]`", default=[]),
+    _step(
+        "registry_auth",
+        "docker: a Nomad Variable path, e.g. `nomad/jobs`",
+        "none (the node's own registry credentials, if any)",
+        "NOMAD_REGISTRY_AUTH",
+    ),
     _conn("address", "NOMAD_ADDRESS", "NOMAD_ADDR", "API address, default `http://127.0.0.1:4646`"),
     _conn(
         "token",

@@ -29,7 +29,14 @@ from metaflow_nomad.validation import Validator
 
 DRIVERS = ("docker", "exec", "raw_exec")
 # Settings of the docker driver's config block; other drivers have no such options.
-DOCKER_SETTINGS = ("network_mode", "force_pull", "image_pull_timeout", "docker_runtime", "volumes")
+DOCKER_SETTINGS = (
+    "network_mode",
+    "force_pull",
+    "image_pull_timeout",
+    "docker_runtime",
+    "volumes",
+    "registry_auth",
+)
 # Nomad's own minimum memory is 10 MB; a CPU share below 1 MHz is meaningless.
 MIN_MEMORY_MB = 10
 DEFAULT_MHZ_PER_VCPU = 1000
@@ -41,13 +48,19 @@ RESOURCES_SETTINGS = ("cpu", "memory", "disk", "gpu")
 
 @dataclass(frozen=True)
 class DockerOptions:
-    """The docker driver's options a step may set (the rest belongs in a template)."""
+    """The docker driver's options a step may set (the rest belongs in a template).
+
+    ``registry_auth`` is the path of the Nomad Variable, in the job's namespace, whose
+    items ``registry_username`` and ``registry_password`` the task's image is pulled
+    with (template feature ``registry_auth``): the jobspec names the Variable only.
+    """
 
     network_mode: str | None = None
     force_pull: bool = False
     image_pull_timeout: str | None = None
     runtime: str | None = None
     volumes: tuple[str, ...] = ()
+    registry_auth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,7 @@ def _docker_options(
         image_pull_timeout=v.duration("image_pull_timeout", raw["image_pull_timeout"]),
         runtime=v.optional_name("docker_runtime", raw["docker_runtime"]),
         volumes=v.volumes(raw["volumes"]),
+        registry_auth=v.optional_variable_path("registry_auth", raw["registry_auth"]),
     )
 
 

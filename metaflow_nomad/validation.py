@@ -40,6 +40,15 @@ _DURATION_RE = re.compile(r"^(\d+(ns|us|ms|s|m|h))+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VENDOR_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# Nomad's own rule for Variable paths (nomad/structs/variables.go).
+_VARIABLE_PATH_RE = re.compile(r"^[a-zA-Z0-9_~/-]{1,128}$")
+VARIABLE_PATH_RULE = "a Nomad Variable path: 1 to 128 letters, digits, '-', '_', '~' or '/'"
+
+
+def variable_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a Nomad Variable's path, or None.  Such a path is also
+    a Go template string literal as it is, so a template may embed it."""
+    return None if _VARIABLE_PATH_RE.match(path) else VARIABLE_PATH_RULE
 
 
 def _finite_number(value: Any) -> float | None:
@@ -160,6 +169,13 @@ class Validator:
             return None
         if not isinstance(value, str) or not _NAME_RE.match(value):
             return self.fail(setting, value, "a Nomad name: letters, digits, '.', '_' or '-'")
+        return value
+
+    def optional_variable_path(self, setting: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or variable_path_problem(value):
+            return self.fail(setting, value, VARIABLE_PATH_RULE + ", e.g. nomad/jobs")
         return value
 
     def boolean(self, setting: str, value: Any) -> bool | None:

@@ -10,7 +10,6 @@ headers and the settings that hold them.
 from __future__ import annotations
 
 import json
-import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -24,18 +23,9 @@ from metaflow_nomad.errors import NomadClientError, NomadForbidden, NomadNotFoun
 # The Variable's item a task gets as its METAFLOW_SERVICE_HEADERS (feature service_auth).
 HEADERS_ITEM = "METAFLOW_SERVICE_HEADERS"
 DEFAULT_VARIABLE = "nomad/jobs"
-# Nomad's own rule for Variable paths (nomad/structs/variables.go).
-_VARIABLE_PATH = re.compile(r"^[a-zA-Z0-9_~/-]{1,128}$")
 AUTH_SETTINGS = "METAFLOW_SERVICE_AUTH_KEY (or METAFLOW_SERVICE_HEADERS)"
 PING_TIMEOUT_S = 5.0
 DENIED = (401, 403)
-
-
-def variable_path_problem(path: str) -> str | None:
-    """Why ``path`` cannot be a Nomad Variable's path, or None."""
-    if _VARIABLE_PATH.match(path):
-        return None
-    return "a Nomad Variable path is 1 to 128 letters, digits, '-', '_', '~' or '/'"
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from metaflow_nomad.api.placement import (
     requested_devices,
 )
 from metaflow_nomad.api.preflight import fast_client
+from metaflow_nomad.api.registry_auth import check_registry_auth
 from metaflow_nomad.errors import NomadException
 from metaflow_nomad.runtime.probe import check_plan
 from metaflow_nomad.settings import StepSettings
@@ -208,6 +209,10 @@ def check_step_placement(
     report.section(step_header(settings, label), scope=label)
     static = [check_region(client, settings.region), check_node_pool(client, settings.node_pool)]
     report.add(*static)
+    registry_auth = settings.docker.registry_auth if settings.docker else None
+    if registry_auth and settings.image:
+        namespace = settings.nomad_namespace or "default"
+        report.add(check_registry_auth(client, registry_auth, namespace, settings.image))
     if nodes.listed is not None:
         found, eligible = check_nodes(nodes.listed, settings.datacenters, settings.node_pool)
         report.add(found, *node_lines(eligible))

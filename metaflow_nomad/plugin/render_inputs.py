@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from metaflow_nomad.api.connection import ConnectionSettings
-from metaflow_nomad.api.metadata_service import DEFAULT_VARIABLE, variable_path_problem
+from metaflow_nomad.api.metadata_service import DEFAULT_VARIABLE
 from metaflow_nomad.config import flow_directory, read_config
 from metaflow_nomad.errors import NomadException
 from metaflow_nomad.plugin.step_settings import load_project_file
 from metaflow_nomad.render.inputs import RenderInputs
+from metaflow_nomad.validation import variable_path_problem
 
 SERVICE_AUTH_SETTING = "METAFLOW_NOMAD_SERVICE_AUTH_VARIABLE"
 

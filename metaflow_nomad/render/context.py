@@ -35,9 +35,12 @@ EXACT_ENV = "METAFLOW_NOMAD_EXACT_ENV_B64"
 # Nomad interpolates ${...} in args and env at runtime, with no escape.  The step's
 # script is therefore shipped base64-encoded (an alphabet without '$' or '{') and
 # decoded by a fixed bootstrap that only uses bare $VAR references.  Env values
-# Nomad or HCL would change travel the same way, as exports run first.
+# Nomad or HCL would change travel the same way, as exports run first.  The
+# registry credentials (feature registry_auth) are for Nomad's pull, not the step.
+REGISTRY_AUTH_ENV = ("METAFLOW_NOMAD_REGISTRY_USERNAME", "METAFLOW_NOMAD_REGISTRY_PASSWORD")
 BOOTSTRAP_ARGS = (
     "-c",
+    f"unset {' '.join(REGISTRY_AUTH_ENV)}; "
     f'eval "$(printf %s "${EXACT_ENV}" | base64 -d)"; '
     f'eval "$(printf %s "${COMMAND_ENV}" | base64 -d)"',
 )
@@ -112,6 +115,8 @@ class JobRequest:
             gpu=self.settings.gpu > 0,
             mtls=self.tls(inputs) is not None,
             service_auth=inputs.service_auth_variable is not None,
+            registry_auth=self.settings.docker is not None
+            and self.settings.docker.registry_auth is not None,
         )
 
 
@@ -258,6 +263,9 @@ def _docker(settings: StepSettings) -> dict[str, Any] | None:
         "image_pull_timeout": options.image_pull_timeout,
         "runtime": options.runtime,
         "volumes": list(options.volumes),
+        "registry_auth": None
+        if options.registry_auth is None
+        else {"variable": options.registry_auth},
     }
 
 

@@ -9,7 +9,8 @@ Lookup order for a job's template:
    (``base.nomad.hcl.j2`` for a step, ``runner.nomad.hcl.j2`` for a runner);
 3. the packaged set (``nomad_templates/v1/`` in this distribution).
 
-A step has one template whatever its features (gpu, mtls, service_auth): the
+A step has one template whatever its features (gpu, mtls, service_auth,
+registry_auth): the
 features switch blocks on inside it (``Features``), so ``template=`` and project
 overrides keep them.  Packaged templates are always reachable as
 ``metaflow_nomad/v1/<file>``, which is what an override should ``{% extends %}``.
@@ -81,6 +82,7 @@ class Features:
     gpu: bool = False
     mtls: bool = False
     service_auth: bool = False
+    registry_auth: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)

@@ -176,7 +176,7 @@ class TaskLauncher:
             self._echo(final_report)
         self._guard.stop(reason=f"task {outcome.status}")
         reason = outcome.message or outcome.status
-        advice = "" if outcome.refused_by_node else TRANSIENT_ADVICE
+        advice = "" if outcome.permanent else TRANSIENT_ADVICE
         if outcome.alloc_id and outcome.status != "migrated":
             tails = raw_log_tails(self._client, outcome.alloc_id, TASK_NAME)
             unseen = unseen_raw_lines(tails, streamed.shown())

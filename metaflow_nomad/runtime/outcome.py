@@ -32,9 +32,10 @@ class TaskOutcome:
     message: str = ""
     alloc_id: str | None = None
     node_name: str | None = None
-    # The node's configuration refused the task: another attempt fails the same way,
-    # and ``message`` says what to change.
-    refused_by_node: bool = False
+    # The task cannot start as it is configured (the node's docker plugin, the image's
+    # name or the registry's credentials): another attempt fails the same way, and
+    # ``message`` says what to change.
+    permanent: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -107,19 +108,84 @@ def _signal_name(number: int) -> str:
 
 
 _PULL_FAILURE_RE = re.compile(r"Failed to pull `([^`]+)`: (.*)", re.DOTALL)
+# Docker's words for each kind of pull failure (registry API v2 error codes, and
+# the Go network errors the engine passes on).
+_DENIED_WORDS = ("unauthorized", "authentication required", "no basic auth credentials", "denied")
+_MISSING_WORDS = ("manifest unknown", "not found", "name unknown", "repository does not exist")
+_UNREACHABLE_WORDS = (
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "timeout",
+    "deadline exceeded",
+    "network is unreachable",
+    "connection reset",
+    "eof",
+)
+_TLS_WORDS = ("x509", "certificate", "tls:")
 
 
-def describe_pull_failure(text: str, node: str | None) -> str | None:
-    """A docker image pull failure, with the image, the node and Docker's reason."""
+@dataclass(frozen=True)
+class PullFailure:
+    """Why an image could not be pulled, in words, and whether retrying can help."""
+
+    message: str
+    permanent: bool
+
+
+def registry_of(image: str) -> str:
+    """The registry an image reference names (Docker Hub's when it names none)."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def describe_pull_failure(text: str, node: str | None) -> PullFailure | None:
+    """A docker image pull failure: the image, the registry, the node, Docker's
+    reason and the fix for its kind (credentials, a missing tag, an unreachable or
+    untrusted registry)."""
     match = _PULL_FAILURE_RE.search(text)
     if not match:
         return None
     image, reason = match.groups()
+    reason = reason.strip()
+    registry = registry_of(image)
     latest = " (a `latest` or untagged image is pulled every time)" if _is_latest(image) else ""
-    return (
-        f"the docker image `{image}` could not be pulled on node {node}{latest}: {reason.strip()}. "
-        "Check the image name and tag, that the node can reach the registry, and the "
-        "node's registry credentials (docs/docker.md)"
+    words = reason.lower()
+    permanent = True
+    if any(word in words for word in _MISSING_WORDS):
+        fix = (
+            f"The registry {registry} has no such image or tag: check the step's `image` "
+            "(name and tag, as pushed)"
+        )
+    elif any(word in words for word in _DENIED_WORDS):
+        fix = (
+            f"The registry {registry} refused the credentials: set `registry_auth` to the Nomad "
+            "Variable whose items `registry_username` and `registry_password` it accepts, or "
+            "correct those items (without them the node's own credentials are used); "
+            "`python flow.py nomad doctor` checks the Variable (docs/docker.md)"
+        )
+    elif any(word in words for word in _TLS_WORDS):
+        fix = (
+            f"The node's Docker engine does not trust the TLS certificate of {registry}: "
+            f"install its CA as /etc/docker/certs.d/{registry}/ca.crt on the node"
+        )
+    elif any(word in words for word in _UNREACHABLE_WORDS):
+        permanent = False
+        fix = (
+            f"Node {node} could not reach the registry {registry}: check that it is up and "
+            "reachable from the node"
+        )
+    else:
+        permanent = False
+        fix = (
+            "Check the image name and tag, that the node can reach the registry, and the "
+            "registry credentials (`registry_auth`, docs/docker.md)"
+        )
+    return PullFailure(
+        f"the docker image `{image}` could not be pulled on node {node}{latest}: {reason}. {fix}",
+        permanent,
     )
 
 
@@ -141,6 +207,17 @@ def describe_mount_refusal(text: str, node: str | None) -> str | None:
     )
 
 
+def _fatal_event_message(event: dict, text: str, node: str | None) -> tuple[str, bool]:
+    """A fatal task event in words, and whether another attempt would fail the same way."""
+    refusal = describe_mount_refusal(text, node)
+    if refusal:
+        return refusal, True
+    pull = describe_pull_failure(text, node)
+    if pull:
+        return pull.message, pull.permanent
+    return f"{event.get('Type')}: {text}", False
+
+
 def _is_latest(image: str) -> bool:
     name = image.rsplit("/", 1)[-1]
     return "@" not in name and (":" not in name or name.endswith(":latest"))
@@ -152,7 +229,7 @@ def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) 
     task_state = (alloc.get("TaskStates") or {}).get(task_name) or {}
     exit_code = signal = None
     oom = False
-    refused = False
+    permanent = False
     messages = []
     for event in task_state.get("Events") or []:
         details = event.get("Details") or {}
@@ -163,13 +240,9 @@ def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) 
         if event.get("Type") in FATAL_EVENTS:
             text = event.get("DisplayMessage") or event.get("DriverError") or event.get("Message")
             if text:
-                refusal = describe_mount_refusal(text, alloc.get("NodeName"))
-                refused = refused or refusal is not None
-                messages.append(
-                    refusal
-                    or describe_pull_failure(text, alloc.get("NodeName"))
-                    or f"{event.get('Type')}: {text}"
-                )
+                message, permanent_cause = _fatal_event_message(event, text, alloc.get("NodeName"))
+                permanent = permanent or permanent_cause
+                messages.append(message)
     desired = alloc.get("DesiredStatus", "run")
     if status not in ("lost", "unknown") and desired in ("stop", "evict"):
         # Nomad stopped the allocation, so its exit code is not the task's verdict.
@@ -218,5 +291,5 @@ def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) 
         message=message,
         alloc_id=alloc.get("ID"),
         node_name=alloc.get("NodeName"),
-        refused_by_node=refused,
+        permanent=permanent,
     )

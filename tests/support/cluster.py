@@ -46,8 +46,17 @@ def run_batch_job(client: NomadClient, hcl: str, timeout: float = 120) -> dict:
     raise AssertionError(f"job {job['ID']} did not end within {timeout}s: {allocs}")
 
 
-def task_output(client: NomadClient, alloc: dict, task: str = "t") -> str:
-    """The task's stdout, or a line of its events when it never ran."""
+def task_output(client: NomadClient, alloc: dict, task: str = "t", wait_s: float = 10) -> str:
+    """The task's stdout, or a line of its events when it wrote none.
+
+    A docker task's log file is filled by Nomad's docker logger, which may copy the
+    last lines a moment after the allocation is reported complete, so an empty
+    stdout is read again for up to ``wait_s``.
+    """
     events = alloc.get("TaskStates", {}).get(task, {}).get("Events", [])
+    deadline = time.monotonic() + wait_s
     output = client.alloc_logs(alloc["ID"], task, "stdout", 4096)
+    while not output and time.monotonic() < deadline:
+        time.sleep(0.5)
+        output = client.alloc_logs(alloc["ID"], task, "stdout", 4096)
     return output or " / ".join(e.get("DisplayMessage", "") for e in events)

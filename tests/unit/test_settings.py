@@ -174,6 +174,23 @@ def test_every_docker_setting_on_a_raw_exec_step_is_reported():
     ]
 
 
+def test_registry_auth_is_a_variable_path_of_a_docker_step():
+    settings = resolve(config={"NOMAD_REGISTRY_AUTH": "nomad/jobs"})
+    assert settings.docker.registry_auth == "nomad/jobs"
+    assert settings.sources["registry_auth"] == "METAFLOW_NOMAD_REGISTRY_AUTH"
+    path = "a Nomad Variable path: 1 to 128 letters, digits, '-', '_', '~' or '/'"
+    with pytest.raises(NomadSettingsError) as info:
+        resolve({"registry_auth": "nomad/jobs registry"})
+    assert str(info.value) == problem(
+        "registry_auth", "nomad/jobs registry", f"{path}, e.g. nomad/jobs"
+    )
+    with pytest.raises(NomadSettingsError) as info:
+        resolve({"driver": "exec", "registry_auth": "nomad/jobs"})
+    assert str(info.value) == problem(
+        "registry_auth", "nomad/jobs", "a setting of the docker driver; this step uses exec"
+    )
+
+
 def test_docker_values_are_checked_even_when_the_driver_is_bad():
     assert problems_raised(nomad={"driver": "dockr", "image_pull_timeout": "5 minutes"}) == [
         problem("driver", "dockr", "one of: docker, exec, raw_exec"),

@@ -14,7 +14,6 @@ from metaflow_nomad.api.metadata_service import (
     check_headers_variable,
     task_ping_line,
     tasks_url,
-    variable_path_problem,
 )
 from metaflow_nomad.errors import NomadForbidden, NomadNotFound
 from metaflow_nomad.testing.ports import free_port
@@ -149,13 +148,3 @@ def test_a_token_that_may_not_read_variables_is_a_warning_not_a_failure():
 def test_a_launcher_without_headers_has_nothing_to_check():
     check = check_headers_variable(Variables({}), None, "default", {})
     assert check.status == "info" and "nor will tasks" in check.detail
-
-
-@pytest.mark.parametrize("path", ["nomad/jobs", "team-a/metaflow_service~1"])
-def test_variable_paths_nomad_accepts(path):
-    assert variable_path_problem(path) is None
-
-
-@pytest.mark.parametrize("path", ["", "nomad/jobs metaflow", 'a"b', "x" * 129, "nomad.jobs"])
-def test_variable_paths_nomad_refuses(path):
-    assert variable_path_problem(path)

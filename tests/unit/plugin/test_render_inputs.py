@@ -65,5 +65,5 @@ def test_a_variable_path_nomad_would_refuse_names_the_setting(
         render_inputs(MTLS)
     assert str(error.value) == (
         "METAFLOW_NOMAD_SERVICE_AUTH_VARIABLE is set to 'nomad/jobs\"x': a Nomad Variable "
-        "path is 1 to 128 letters, digits, '-', '_', '~' or '/'."
+        "path: 1 to 128 letters, digits, '-', '_', '~' or '/'."
     )

@@ -73,7 +73,12 @@ def test_a_step_job_reads_the_headers_from_the_variable_and_holds_no_key(launche
     launch = TaskLaunch("echo hi", forwarded_metaflow_config(launcher))
     inputs = RenderInputs(service_auth_variable=VARIABLE)
     rendered = render_job(step_request(settings(), IDENTITY, launch), inputs)
-    assert rendered.context.features == {"gpu": False, "mtls": False, "service_auth": True}
+    assert rendered.context.features == {
+        "gpu": False,
+        "mtls": False,
+        "service_auth": True,
+        "registry_auth": False,
+    }
     assert rendered.context.service_auth == {"variable": VARIABLE}
     check_offline(rendered.hcl)
     assert 'change_mode = "noop"' in rendered.hcl and "env         = true" in rendered.hcl

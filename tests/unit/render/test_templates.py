@@ -60,7 +60,12 @@ def test_docker_tasks_see_the_tls_directory_at_a_fixed_path():
 def test_gpu_step_requests_devices(tmp_path):
     rendered = render(tmp_path, gpu=2, gpu_vendor="amd")
     assert rendered.template.name == "v1/base.nomad.hcl.j2"
-    assert rendered.context.features == {"gpu": True, "mtls": False, "service_auth": False}
+    assert rendered.context.features == {
+        "gpu": True,
+        "mtls": False,
+        "service_auth": False,
+        "registry_auth": False,
+    }
     assert 'device "amd/gpu" {' in rendered.hcl
     assert "count = 2" in rendered.hcl
 

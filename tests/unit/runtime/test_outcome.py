@@ -10,6 +10,7 @@ from metaflow_nomad.runtime.outcome import (
     TaskOutcome,
     describe_placement_failure,
     outcome_from_allocation,
+    registry_of,
 )
 
 
@@ -185,17 +186,8 @@ def test_outcome_defaults():
     assert not TaskOutcome(status="complete", exit_code=2).succeeded
 
 
-@pytest.mark.parametrize(
-    ("image", "note"),
-    [
-        ("registry.example/team/img:1.2", ""),
-        ("python:latest", " (a `latest` or untagged image is pulled every time)"),
-        ("python", " (a `latest` or untagged image is pulled every time)"),
-    ],
-)
-def test_image_pull_failure_names_image_node_and_dockers_reason(image, note):
-    reason = 'API error (500): Get "https://registry-1.docker.io/v2/": no such host'
-    alloc = {
+def _pull_failure(image: str, reason: str) -> dict:
+    return {
         "ClientStatus": "failed",
         "NodeName": "gpu-7",
         "TaskStates": {
@@ -209,12 +201,82 @@ def test_image_pull_failure_names_image_node_and_dockers_reason(image, note):
             }
         },
     }
-    outcome = outcome_from_allocation(alloc, "metaflow", 512)
+
+
+@pytest.mark.parametrize(
+    ("image", "note"),
+    [
+        ("registry.example/team/img:1.2", ""),
+        ("python:latest", " (a `latest` or untagged image is pulled every time)"),
+        ("python", " (a `latest` or untagged image is pulled every time)"),
+    ],
+)
+def test_image_pull_failure_names_image_node_and_dockers_reason(image, note):
+    reason = 'API error (500): Get "https://registry-1.docker.io/v2/": no such host'
+    outcome = outcome_from_allocation(_pull_failure(image, reason), "metaflow", 512)
+    registry = registry_of(image)
     assert outcome.message == (
         f"the docker image `{image}` could not be pulled on node gpu-7{note}: {reason}. "
-        "Check the image name and tag, that the node can reach the registry, and the "
-        "node's registry credentials (docs/docker.md)"
+        f"Node gpu-7 could not reach the registry {registry}: check that it is up and "
+        "reachable from the node"
     )
+    assert not outcome.permanent
+
+
+# Docker's reasons as Nomad 1.6.1 reported them, pulling from Debian's docker-registry
+# (TLS, htpasswd) on the test cluster (tests/integration/test_registry_pulls.py).
+IMAGE = "127.0.0.1:5443/metaflow-nomad/task:py3.11"
+PULL_REASONS = {
+    "denied": "API error (500): unauthorized: authentication required",
+    "missing": (
+        "API error (404): manifest for 127.0.0.1:5443/metaflow-nomad/task:py3.11 not found: "
+        "manifest unknown: manifest unknown"
+    ),
+    "down": (
+        'API error (500): Get "https://127.0.0.1:5443/v2/": dial tcp 127.0.0.1:5443: '
+        "connect: connection refused"
+    ),
+    "untrusted": (
+        'API error (500): Get "https://127.0.0.1:5443/v2/": tls: failed to verify certificate: '
+        "x509: certificate signed by unknown authority"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "fix", "permanent"),
+    [
+        (
+            "denied",
+            "The registry 127.0.0.1:5443 refused the credentials: set `registry_auth`",
+            True,
+        ),
+        ("missing", "The registry 127.0.0.1:5443 has no such image or tag: check", True),
+        ("down", "Node gpu-7 could not reach the registry 127.0.0.1:5443: check", False),
+        ("untrusted", "install its CA as /etc/docker/certs.d/127.0.0.1:5443/ca.crt", True),
+    ],
+)
+def test_each_kind_of_pull_failure_names_the_registry_and_its_fix(kind, fix, permanent):
+    outcome = outcome_from_allocation(_pull_failure(IMAGE, PULL_REASONS[kind]), "metaflow", 512)
+    assert outcome.message.startswith(
+        f"the docker image `{IMAGE}` could not be pulled on node gpu-7: {PULL_REASONS[kind]}. "
+    )
+    assert fix in outcome.message
+    assert outcome.permanent is permanent
+
+
+@pytest.mark.parametrize(
+    ("image", "registry"),
+    [
+        ("python:3.11", "docker.io"),
+        ("team/img", "docker.io"),
+        ("localhost/img:1", "localhost"),
+        ("127.0.0.1:5443/a/b:c", "127.0.0.1:5443"),
+        ("ghcr.io/org/img@sha256:ab", "ghcr.io"),
+    ],
+)
+def test_the_registry_of_an_image_reference(image, registry):
+    assert registry_of(image) == registry
 
 
 def test_a_bind_mount_the_docker_plugin_refuses_says_what_to_change_and_is_not_transient():
@@ -226,13 +288,11 @@ def test_a_bind_mount_the_docker_plugin_refuses_says_what_to_change_and_is_not_t
     alloc = _alloc([{"Type": "Driver Failure", "DisplayMessage": text}, NOT_RESTARTING])
     alloc["NodeName"] = "edge-3"
     outcome = outcome_from_allocation(alloc, "metaflow", 512)
-    assert outcome.refused_by_node
+    assert outcome.permanent
     assert outcome.message.startswith(
         "the docker plugin on node edge-3 does not allow bind mounts, and the step mounts "
         '/srv/cache: set `volumes { enabled = true }` in the node\'s `plugin "docker"` config'
     )
     assert "nomad doctor" in outcome.message
     other = {"Type": "Driver Failure", "DisplayMessage": "no such file"}
-    assert not outcome_from_allocation(
-        _alloc([other, NOT_RESTARTING]), "metaflow", 1
-    ).refused_by_node
+    assert not outcome_from_allocation(_alloc([other, NOT_RESTARTING]), "metaflow", 1).permanent
