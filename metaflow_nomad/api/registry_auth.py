@@ -31,7 +31,8 @@ def check_registry_auth(client: NomadClient, path: str, namespace: str, image: s
         return Check(
             FAIL,
             NAME,
-            f"no {where}: tasks would pull {image} with the node's own credentials, if any. "
+            f"there is no Nomad Variable {path} in namespace '{namespace}': tasks would pull "
+            f"{image} with the node's own credentials, if any. "
             f"Store them (docs/docker.md): {store}",
         )
     except NomadForbidden:
