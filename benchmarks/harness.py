@@ -54,6 +54,47 @@ def summarize(values: list[float]) -> dict:
     }
 
 
+def print_table(result: dict) -> None:
+    rows = [("metric", "median", "p95", "min..max", "n", "target", "verdict")]
+    for name, m in result["metrics"].items():
+
+        def fmt(value):
+            return "-" if value is None else f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+        verdict = "" if "pass" not in m else ("PASS" if m["pass"] else "MISS")
+        rows.append(
+            (
+                name,
+                fmt(m["median"]) + " " + m["unit"],
+                fmt(m["p95"]),
+                f"{fmt(m['min'])}..{fmt(m['max'])}",
+                str(m["n"]),
+                m.get("target", ""),
+                verdict,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    print()
+    for name, m in result["metrics"].items():
+        if m["note"]:
+            print(f"  {name}: {m['note']}")
+    breakdown = result["details"].get("api_breakdown")
+    if breakdown:
+        print()
+        print("API requests by endpoint (one task per duration):")
+        for duration, counts in breakdown.items():
+            parts = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+            print(f"  {duration}: {parts}")
+    print(
+        "\nMachine-noise caveat: timings come from one run on a shared machine "
+        f"({result['machine']['cpus']} CPUs); compare ratios within a run, not across runs."
+    )
+
+
 # -- processes --------------------------------------------------------------------
 
 

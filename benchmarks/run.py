@@ -20,7 +20,9 @@ What is timed where (so each figure can be checked):
 * render: in-process rates, plus a fresh interpreter for what one trampoline pays;
 * API efficiency: requests counted at the wire by a loopback proxy between the
   trampolines and the agent (only these runs go through the proxy);
-* memory: the kernel's VmHWM of every trampoline process.
+* memory: the kernel's VmHWM of every trampoline process;
+* the S3 attempt claim: what ``capture --claim`` adds to a task's start, against
+  the bench's own moto S3 (``claim_bench.py``, which also runs standalone).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import claim_bench
 from harness import (
     FLOWS,
     CountingProxy,
@@ -45,6 +48,7 @@ from harness import (
     env_for_agent,
     finish,
     job_times,
+    print_table,
     read_run_id,
     summarize,
 )
@@ -60,6 +64,7 @@ from metaflow_nomad.render.jobspec import job_template, render_job, step_request
 from metaflow_nomad.render.templates import STEP_TEMPLATE, render_template
 from metaflow_nomad.testing.docker_engine import start_engine_or_explain
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, interpreter_path
+from metaflow_nomad.testing.s3_server import moto_s3
 
 # Issue 14's targets (docs/scaling.md); the stretch goals are 1.5x and 1.4x.
 TARGETS = {
@@ -84,6 +89,7 @@ class Suite:
 
     def __init__(self, agent: LocalAgent, workdir: Path, quick: bool, docker: bool = False):
         self.agent = agent
+        self.workdir = workdir
         self.quick = quick
         # With an engine, step overhead is also measured with the docker driver.
         self.docker = docker
@@ -373,6 +379,25 @@ class Suite:
         self.details["api_breakdown"] = breakdown
         self.details["api_unattributed_requests"] = dict(proxy.unattributed)
 
+    # -- the S3 attempt claim ------------------------------------------------------------
+
+    def claim(self, reps: int) -> None:
+        """What the S3 attempt claim adds to a task's start (claim_bench.py)."""
+        directory = self.workdir / "claim"
+        directory.mkdir()
+        with moto_s3() as s3:
+            claim_bench.measure(s3, directory, reps, self.metric)
+        task = self.metrics.get("task_on_nomad_s", {}).get("median")
+        if task:
+            added_s = self.metrics["claim_start_cost_ms"]["median"] / 1000
+            self.metric(
+                "claim_vs_task_on_nomad",
+                [added_s / task],
+                "x",
+                "claim_start_cost_ms / task_on_nomad_s (medians, this run): the claim's "
+                "share of a no-op task",
+            )
+
     def memory(self) -> None:
         self.metric(
             "trampoline_peak_rss_mb",
@@ -382,52 +407,14 @@ class Suite:
         )
 
 
-def print_table(result: dict) -> None:
-    rows = [("metric", "median", "p95", "min..max", "n", "target", "verdict")]
-    for name, m in result["metrics"].items():
-
-        def fmt(value):
-            return "-" if value is None else f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-
-        verdict = "" if "pass" not in m else ("PASS" if m["pass"] else "MISS")
-        rows.append(
-            (
-                name,
-                fmt(m["median"]) + " " + m["unit"],
-                fmt(m["p95"]),
-                f"{fmt(m['min'])}..{fmt(m['max'])}",
-                str(m["n"]),
-                m.get("target", ""),
-                verdict,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
-    print()
-    for name, m in result["metrics"].items():
-        if m["note"]:
-            print(f"  {name}: {m['note']}")
-    print()
-    print("API requests by endpoint (one task per duration):")
-    for duration, counts in result["details"].get("api_breakdown", {}).items():
-        parts = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
-        print(f"  {duration}: {parts}")
-    print(
-        "\nMachine-noise caveat: timings come from one run on a shared machine "
-        f"({result['machine']['cpus']} CPUs); compare ratios within a run, not across runs."
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized: small fan-out, 1 s tasks")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--reps", type=int, help="repetitions per benchmark (default 5, quick 2)")
     parser.add_argument(
-        "--only", help="comma-separated subset: render,step,fanout,api (memory follows step/fanout)"
+        "--only",
+        help="comma-separated subset: render,step,fanout,api,claim (memory follows step/fanout)",
     )
     parser.add_argument(
         "--wide", action="store_true", help="also 256 tasks at --max-workers 64 (make bench)"
@@ -461,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                     "api",
                     lambda: suite.api([1] if quick else [1, 1, 30, 30, 60, 60]),
                 ),
+                ("S3 attempt claim", "claim", lambda: suite.claim(reps if quick else 4 * reps)),
                 ("memory", "memory", suite.memory),
             ]
             if args.wide:

@@ -25,21 +25,38 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _restore_stop_signals() -> None:
-    """In the step: the default handlers, so that the forwarded signal ends it."""
+    """In the step, before it execs: the default handlers, then the signals held back
+    since the fork are delivered (and end it)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def start_step(argv: list[str]) -> subprocess.Popen:
-    """Start the step with its output on pipes; stop signals are ignored here."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    return subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=_restore_stop_signals,
-    )
+    """Start the step with its output on pipes; from then on stop signals are ignored
+    here (they reach the step: they are sent to the whole process group).
+
+    No stop signal is lost while the step starts: they are blocked until the step
+    exists and this process ignores them.  One that arrived after the fork reaches
+    the step when it unblocks them; one that came before it existed reached only
+    this process, so it is passed on to the group.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        step = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_restore_stop_signals,
+        )
+        held = signal.sigpending() & set(STOP_SIGNALS)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    for sig in sorted(held):
+        os.killpg(os.getpgrp(), sig)
+    return step
 
 
 def main(argv: list[str]) -> int:

@@ -34,6 +34,7 @@ from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.testing.cleanup import kill_processes_under, unmount_under
 from metaflow_nomad.testing.pki import AgentPki
 from metaflow_nomad.testing.ports import free_port
+from metaflow_nomad.testing.processes import ServerProcess, stop_process
 
 # A line of the agent's log proper, as opposed to its "==> ..." start-up messages.
 _LOG_LINE = re.compile(r"^\s+\d{4}-\d\d-\d\dT")
@@ -62,8 +63,9 @@ class AgentOptions:
     name: str = "mf-nomad-test"
 
 
-class AgentProcess:
-    """A ``nomad agent`` with its own ports and data dir, started and stopped by us."""
+class AgentProcess(ServerProcess):
+    """A ``nomad agent`` with its own ports and data dir, started and stopped by us;
+    ``pause()`` freezes the agent process only: its API hangs, its tasks carry on."""
 
     # Names the agent in errors ("nomad agent exited early: ...").
     label = "nomad agent"
@@ -300,15 +302,6 @@ plugin "raw_exec" {{
         head = list(itertools.takewhile(lambda line: not _LOG_LINE.match(line), log[:-lines]))
         return "\n".join(head[:STARTUP_MESSAGE_LINES] + log[-lines:])
 
-    def pause(self) -> None:
-        """SIGSTOP the agent process only: the API hangs, running tasks carry on."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
     def kill(self) -> None:
         """SIGKILL the agent and its process group (task executors, log shippers), as
         a crash would; tasks in sessions of their own survive (see ``stop``)."""
@@ -326,17 +319,8 @@ plugin "raw_exec" {{
         group, so they are killed with it; a restart that should let tasks survive
         (as a real client restart does) leaves them and kills them at the final stop.
         """
-        if self.running:
-            assert self.process is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGCONT)
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
         if self.process:
+            stop_process(self.process, timeout=15, sig=signal.SIGINT)
             self._old_groups.append(self.process.pid)
         if kill_tasks:
             for group in self._old_groups:

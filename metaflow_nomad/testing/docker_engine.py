@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from metaflow_nomad.testing.cleanup import kill_processes_under, unmount_under
+from metaflow_nomad.testing.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GET_DOCKER = REPO_ROOT / "scripts" / "get_docker.sh"
@@ -215,13 +215,9 @@ class DockerEngine:
                 ids = self.docker("ps", "-q", timeout=20).stdout.split()
                 if ids:
                     self.docker("kill", *ids, check=False, timeout=30)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                # dockerd's own containerd is in the session we started it in.
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            # On a timeout, SIGKILL to the group: dockerd's own containerd is in the
+            # session we started it in.
+            stop_process(self.process, timeout, group=True)
         self.process = None
         if self.dir is not None:
             # A dockerd that died on its own leaves its containerd and shims running,

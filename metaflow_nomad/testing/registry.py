@@ -28,10 +28,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -45,6 +43,7 @@ from metaflow_nomad.testing.cleanup import kill_processes_under
 from metaflow_nomad.testing.docker_engine import DockerEngine, DockerUnavailable, get_docker
 from metaflow_nomad.testing.pki import AgentPki, make_test_pki
 from metaflow_nomad.testing.ports import free_port
+from metaflow_nomad.testing.processes import ServerProcess, stop_process
 
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 # bcrypt's cost: the registry checks the password on every request of a push or pull,
@@ -69,7 +68,7 @@ def htpasswd_line(credentials: RegistryCredentials) -> str:
     return f"{credentials.username}:{hashed}"
 
 
-class Registry:
+class Registry(ServerProcess):
     """A running ``docker-registry serve`` with TLS and htpasswd auth on loopback."""
 
     def __init__(
@@ -242,28 +241,11 @@ class Registry:
             return []
         return [line for line in log if request in line and '" 200 ' in line]
 
-    def pause(self) -> None:
-        """SIGSTOP the registry: connections are accepted by the kernel, then hang."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGCONT)
-
     def stop(self, cleanup: bool = True) -> None:
         """Stop the registry; with ``cleanup`` also remove its directory (images
         included) and the CA it installed.  Safe to call twice, and after a failed start."""
         if self.process is not None:
-            if self.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, signal.SIGCONT)
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+            stop_process(self.process, timeout=10)
             self.process = None
         if not cleanup:
             return

@@ -30,6 +30,9 @@ QUICK_METRICS = {
     "render_parse_per_s",
     "api_requests_1s_task",
     "trampoline_peak_rss_mb",
+    "claim_start_cost_ms",
+    "claim_start_ratio",
+    "claim_vs_task_on_nomad",
 }
 
 

@@ -17,13 +17,13 @@ import pytest
 
 from tests.support.deploy import (
     allocations,
-    client_script,
     deploy_cli,
     runner_jobs_of,
     runner_log,
     triggered_run_id,
     wait_runner_done,
 )
+from tests.support.flows import client_script
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ import pytest
 from tests.support.deploy import (
     active_jobs_of_run,
     allocations,
-    client_script,
     deploy_cli,
     runner_job_of,
     running_allocations,
@@ -21,7 +20,7 @@ from tests.support.deploy import (
     wait_runner_done,
     wait_step_running,
 )
-from tests.support.flows import wait_for
+from tests.support.flows import client_script, wait_for
 
 pytestmark = pytest.mark.integration
 

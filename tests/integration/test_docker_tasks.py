@@ -19,10 +19,10 @@ from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.lookup import find_jobs
 from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
 from metaflow_nomad.testing.pki import make_test_pki
-from tests.support.docker import containers_of, put_s3_credentials
+from tests.support.docker import containers_of
 from tests.support.flows import agent_flow_env, agent_path_env, run_flow, start_flow, wait_for
 from tests.support.nomad_checks import settled_allocations, wait_no_active_jobs, wait_task_running
-from tests.support.s3 import S3_TEMPLATES
+from tests.support.s3 import S3_TEMPLATES, put_s3_credentials
 
 pytestmark = pytest.mark.integration
 

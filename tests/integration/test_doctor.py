@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from metaflow_nomad.testing.local_agent import find_nomad_binary
 from metaflow_nomad.testing.ports import free_port
-from tests.support.docker import put_s3_credentials
 from tests.support.flows import (
     agent_flow_env,
     clean_environ,
@@ -25,7 +23,7 @@ from tests.support.flows import (
     flow_source,
     run_flow,
 )
-from tests.support.s3 import BUCKET, S3_TEMPLATES
+from tests.support.s3 import BUCKET, S3_TEMPLATES, put_s3_credentials
 
 pytestmark = pytest.mark.integration
 
@@ -144,17 +142,6 @@ def test_an_unknown_datacenter(nomad_agent, tmp_path):
 def s3_env(s3_server, tmp_path):
     """A launcher on the S3 datastore (moto), with a prefix of its own."""
     return s3_server.metaflow_env(tmp_path.name)
-
-
-@pytest.fixture()
-def credentials_in_nomad_variables(nomad_agent, s3_server):
-    """`nomad var put nomad/jobs ...`, as an operator stores them for tasks."""
-    pairs = [f"{k}={v}" for k, v in s3_server.credentials.items()]
-    cli = [find_nomad_binary(), "var"]
-    address = ["-address", nomad_agent.address]
-    subprocess.run([*cli, "put", *address, "-force", "nomad/jobs", *pairs], check=True)
-    yield
-    subprocess.run([*cli, "purge", *address, "nomad/jobs"], check=True)
 
 
 def test_probe_passes_on_s3_with_credentials_from_nomad_variables(

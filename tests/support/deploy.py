@@ -228,20 +228,6 @@ def runner_log(cluster: Cluster, alloc_id: str, stream: str = "stderr") -> str:
     return cluster.agent.api_text(path)
 
 
-def client_script(workdir: Path, env: dict, code: str, timeout: float = 300) -> str:
-    """Run Python in the flow's directory, as a user's notebook or script would."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
 def elapsed(since: float) -> str:
     return f"{time.monotonic() - since:.1f}s"
 

@@ -9,13 +9,12 @@ through anything we render.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from metaflow_nomad.testing.docker_engine import DockerEngine
-from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent, find_nomad_binary
+from metaflow_nomad.testing.local_agent import AgentOptions, LocalAgent
 from tests.support.flows import agent_path_env
 
 
@@ -29,52 +28,25 @@ def docker_engine() -> Iterator[DockerEngine]:
         engine.stop()
 
 
-@pytest.fixture(scope="module")
-def docker_agent(docker_engine) -> Iterator[LocalAgent]:
-    agent = LocalAgent(
-        options=AgentOptions(
-            env=agent_path_env(), docker_plugin=docker_engine.nomad_plugin_config()
-        )
-    )
+def _docker_agent(engine: DockerEngine, volumes: bool) -> Iterator[LocalAgent]:
+    plugin = engine.nomad_plugin_config(volumes=volumes)
+    agent = LocalAgent(options=AgentOptions(env=agent_path_env(), docker_plugin=plugin))
     agent.start()
     try:
         yield agent
     finally:
         agent.stop()
+
+
+@pytest.fixture(scope="module")
+def docker_agent(docker_engine) -> Iterator[LocalAgent]:
+    yield from _docker_agent(docker_engine, volumes=True)
 
 
 @pytest.fixture(scope="module")
 def docker_agent_without_volumes(docker_engine) -> Iterator[LocalAgent]:
     """A docker node as Nomad configures one by default: bind mounts refused."""
-    agent = LocalAgent(
-        options=AgentOptions(
-            env=agent_path_env(), docker_plugin=docker_engine.nomad_plugin_config(volumes=False)
-        )
-    )
-    agent.start()
-    try:
-        yield agent
-    finally:
-        agent.stop()
-
-
-def put_s3_credentials(agent: LocalAgent, credentials: dict[str, str]) -> None:
-    """`nomad var put nomad/jobs ...`: how an operator gives every job of a namespace
-    its S3 credentials without writing them into a jobspec."""
-    subprocess.run(
-        [
-            find_nomad_binary(),
-            "var",
-            "put",
-            "-address",
-            agent.address,
-            "-force",
-            "nomad/jobs",
-            *(f"{k}={v}" for k, v in credentials.items()),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    yield from _docker_agent(docker_engine, volumes=False)
 
 
 def containers_of(engine: DockerEngine, alloc_id: str, since: float) -> list[dict]:

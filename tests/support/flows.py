@@ -190,13 +190,20 @@ print(json.dumps(summary, default=str))
 def read_run(run: FlowRun, pathspec: str) -> dict:
     """A run as the Metaflow client sees it from the flow's directory, with the run's
     own settings: tags, and each task's metadata and artifacts."""
-    out = subprocess.run(
-        [sys.executable, "-c", READ_RUN, pathspec],
-        cwd=run.workdir,
-        env={**clean_environ(), **run.env},
+    env = {**clean_environ(), **run.env}
+    return json.loads(client_script(run.workdir, env, READ_RUN, pathspec, timeout=120))
+
+
+def client_script(workdir: Path, env: dict, code: str, *args: str, timeout: float = 300) -> str:
+    """Run Python in the flow's directory, as a user's notebook or script would; its
+    output, once it succeeded (``args`` are its ``sys.argv[1:]``)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=workdir,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
