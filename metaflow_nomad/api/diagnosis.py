@@ -58,6 +58,8 @@ PERMANENT_500_MARKERS = (
 HTTPS_ANSWER = "HTTP request to an HTTPS server"
 ACL_DISABLED_ANSWER = "ACL support disabled"
 NOT_STARTED_ANSWER = "not started"
+# A server that does not find the token in its own copy of the cluster's state.
+TOKEN_NOT_FOUND_ANSWER = "ACL token not found"
 PARSE_PREAMBLE = "Failed to parse job: "
 NO_REGION_ANSWER = "No path to region"
 NO_NAMESPACE_ANSWER = "nonexistent namespace"
@@ -92,7 +94,13 @@ def classify_failure(
         detail = f"{answer}. The cluster serves HTTPS: set {SETTING['address']} to https://..."
         return NomadTlsMismatch(detail, request, status), transient
     if status == 403:
-        kind, why = _why_denied(settings, namespace, own_token)
+        kind, why, own = _why_denied(settings, namespace, own_token)
+        if own is not None and TOKEN_NOT_FOUND_ANSWER in answer:
+            # The lookup (a query the server forwards to the leader) found the token the
+            # server itself did not: a server that (re)started and has not yet applied
+            # the raft log answers so for a few seconds.  Retried.
+            why = lagging_server_message(settings)
+            return kind(f"{answer}. {why}", request, status, explanation=why), True
         return kind(f"{answer}. {why}", request, status, explanation=why), transient
     if status == 404 or NOT_STARTED_ANSWER in answer:
         return NomadNotFound(answer, request, status), transient
@@ -284,38 +292,42 @@ def check_tls_files(s: ConnectionSettings) -> None:
 
 def _why_denied(
     settings: ConnectionSettings, namespace: str | None, own_token: Callable[[], dict]
-) -> tuple[type[NomadForbidden], str]:
+) -> tuple[type[NomadForbidden], str, dict | None]:
     """Tell a missing, an unknown and an under-privileged token (or a task's workload
-    identity) apart, and say what to change.
+    identity) apart, and say what to change; with the token as the lookup found it
+    (None when it was not looked up, or not found).
 
     Nomad answers all of them with the same ``403 Permission denied``; looking the
     token up (``own_token``: ``/v1/acl/token/self``) is what separates them.
     """
     namespace = namespace or settings.namespace or "default"
     if is_unix_address(settings.address):
-        return NomadForbidden, (
+        why = (
             f"This task's workload identity is not allowed to do this in namespace "
             f"'{namespace}'. A deployed flow's runner needs its ACL policy bound to its "
             "runner job: `python FLOW.py nomad-workflows policy` prints the policy and "
             "the `nomad acl policy apply` command. (Nomad also stops accepting the "
             "identity as soon as the task's allocation is being stopped.)"
         )
+        return NomadForbidden, why, None
     if not settings.token:
-        return NomadTokenMissing, sentence(missing_token_clause(namespace))
+        return NomadTokenMissing, sentence(missing_token_clause(namespace)), None
     try:
         own = own_token()
     except (HttpError, NoAnswer) as exc:
         if isinstance(exc, HttpError) and exc.response.status_code in (403, 404):
-            return NomadForbidden, unknown_token_message()
+            return NomadForbidden, unknown_token_message(), None
         text = exc.response.text.strip() if isinstance(exc, HttpError) else str(exc)
-        return NomadForbidden, f"Check {SETTING['token']} (looking the token up failed: {text})."
+        why = f"Check {SETTING['token']} (looking the token up failed: {text})."
+        return NomadForbidden, why, None
     policies = ", ".join(own.get("Policies") or []) or "none"
-    return NomadForbidden, (
+    why = (
         f"The ACL token in {SETTING['token']} (name '{own.get('Name') or '-'}', policies: "
         f"{policies}) is not allowed to do this in namespace '{namespace}'. Use a token "
         f"whose policy covers that namespace, or choose a namespace it covers with "
         f"{SETTING['namespace']} or @nomad(nomad_namespace=...)."
     )
+    return NomadForbidden, why, own
 
 
 def missing_token_clause(namespace: str) -> str:
@@ -324,6 +336,15 @@ def missing_token_clause(namespace: str) -> str:
     return (
         f"no ACL token is set and this cluster enforces ACLs: set {SETTING['token']} "
         f"to the Secret ID of a token allowed to submit jobs in namespace '{namespace}'."
+    )
+
+
+def lagging_server_message(settings: ConnectionSettings) -> str:
+    """The cluster knows the token, the server that answered does not yet."""
+    return (
+        f"The cluster knows the ACL token in {SETTING['token']}, but the server at "
+        f"{settings.address} does not yet: it has just (re)started and is catching up "
+        "with the cluster's state."
     )
 
 

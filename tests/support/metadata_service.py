@@ -37,7 +37,8 @@ from pathlib import Path
 import pytest
 
 from metaflow_nomad.testing.ports import free_port
-from tests.support.flows import clean_environ
+from metaflow_nomad.testing.processes import stop_process
+from tests.support.flows import clean_environ, client_script
 
 API_KEY_HEADER = "x-api-key"
 FLOW = "service_flow.py"
@@ -112,20 +113,17 @@ class MetadataService:
     proc: subprocess.Popen
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)
 
 
-def start_metadata_service(root: Path, timeout: float = 30) -> MetadataService:
-    """metaflow-local-service on a free loopback port, once it answers ``/ping``."""
+def start_metadata_service(
+    root: Path, timeout: float = 30, port: int | None = None
+) -> MetadataService:
+    """metaflow-local-service on a free loopback port (or ``port``: a restart of a
+    stopped service on its own port and root), once it answers ``/ping``."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = open(root / "service.log", "wb")  # noqa: SIM115 - the process owns it
+    port = port or free_port()
+    log = open(root / "service.log", "ab")  # noqa: SIM115 - the process owns it
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVICE_MAIN, str(port), str(root)],
         stdout=log,
@@ -315,16 +313,8 @@ def read_back(workdir, service_url: str, pathspec: str) -> dict:
         "METAFLOW_HOME": str(workdir / "mfhome"),
         "USER": "tester",
     }
-    out = subprocess.run(
-        [sys.executable, "-c", READ_BACK, pathspec],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.splitlines()[-1])
+    out = client_script(workdir, env, READ_BACK, pathspec, timeout=120)
+    return json.loads(out.splitlines()[-1])
 
 
 def card_shows(html: str) -> str:

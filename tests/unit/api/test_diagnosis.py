@@ -211,6 +211,33 @@ def test_a_denial_whose_token_lookup_fails_says_why(lookup_failure, explanation)
     assert error.explanation == explanation
 
 
+def test_a_token_the_cluster_knows_and_the_answering_server_not_yet_is_retried():
+    """A server that has just (re)started answers "ACL token not found" for a few
+    seconds, until it has applied the raft log; the lookup, which it forwards to the
+    leader, finds the token: the denial is the server's lag, not the token's fault."""
+    settings = ConnectionSettings(address="https://10.0.0.7:4646", token="t0k3n-value")
+    lookup = TokenLookup({"Name": "Bootstrap Token", "Policies": []})
+    error, transient = _classify(_answer(403, "ACL token not found"), settings, lookup=lookup)
+    assert type(error) is NomadForbidden and transient is True
+    assert error.explanation == (
+        f"The cluster knows the ACL token in {TOKEN}, but the server at "
+        "https://10.0.0.7:4646 does not yet: it has just (re)started and is catching up "
+        "with the cluster's state."
+    )
+    assert lookup.calls == 1 and "t0k3n-value" not in str(error)
+
+
+def test_a_token_nobody_knows_is_not_retried():
+    settings = ConnectionSettings(token="t0k3n-value")
+    lookup = TokenLookup(_answer(403, "ACL token not found"))
+    error, transient = _classify(_answer(403, "ACL token not found"), settings, lookup=lookup)
+    assert type(error) is NomadForbidden and transient is False
+    assert error.explanation.startswith(f"Nomad does not know the ACL token in {TOKEN}")
+    # A known token without the right: denied, as before, and not retried either.
+    error, transient = _classify(_answer(403, "Permission denied"), settings)
+    assert transient is False and "is not allowed to do this" in error.explanation
+
+
 def test_a_denied_workload_identity_points_at_the_runner_policy():
     settings = ConnectionSettings(address="unix:///secrets/api.sock")
     error, _ = _classify(_answer(403, "Permission denied"), settings, namespace="flows")
