@@ -25,6 +25,7 @@ from tests.support.flows import flow_env, read_run, start_flow, wait_for
 pytestmark = pytest.mark.integration
 
 FLOW = "NodeFaultFlow"
+LOST = "the allocation is lost (its node {node} went away"
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +84,36 @@ def exit_code(alloc: dict) -> int | None:
     return None
 
 
+def assert_replacements_never_ran_the_step(client, tmp_path, run_id, job_id, first) -> None:
+    """The attempt is claimed by its first allocation, so a replacement Nomad placed in
+    the same attempt either exited on the claim or was stopped with the attempt's job
+    (before or while it claimed); it ends neither running nor by its own success."""
+    task_id = client.job(job_id)["Meta"]["metaflow.task_id"]
+    task_dir = tmp_path / ".metaflow" / FLOW / run_id / "work" / task_id
+    assert (task_dir / "0.nomad_claim").read_text() == first["ID"]
+    for alloc in client.job_allocations(job_id)[0]:
+        if alloc["ID"] == first["ID"]:
+            continue
+
+        def ended(alloc_id=alloc["ID"]):
+            full = client.allocation(alloc_id)
+            return None if full["ClientStatus"] == "running" else full
+
+        full = wait_for(ended, 30, "the replacement to end")
+        code = exit_code(full)
+        assert code == CLAIMED_ELSEWHERE or (full["DesiredStatus"] == "stop" and code != 0), full
+
+
 def test_a_frozen_node_never_runs_a_finished_task_again(cluster, client, tmp_path):
     run, run_id = start(cluster, tmp_path)
     first = running_alloc(client, run_id)
     node = first["NodeName"]
     cluster.freeze_client(node)
+    frozen_at = time.monotonic()
     try:
         assert run.finish(timeout=120) == 0, run.output
-        task_dir = next((tmp_path / ".metaflow" / FLOW / run_id / "work").iterdir())
+        task_id = client.job(first["JobID"])["Meta"]["metaflow.task_id"]
+        task_dir = tmp_path / ".metaflow" / FLOW / run_id / "work" / task_id
         before = files_of(task_dir)
         [work] = read_run(run, f"{FLOW}/{run_id}")["steps"]["work"]
         job_id = first["JobID"]
@@ -102,9 +125,13 @@ def test_a_frozen_node_never_runs_a_finished_task_again(cluster, client, tmp_pat
             return ended and client.allocation(ended[0]["ID"])
 
         replacement = wait_for(replacement_ended, 90, "Nomad's replacement allocation")
+        replaced_after = time.monotonic() - frozen_at
     finally:
         cluster.thaw_client(node)
-    print(f"frozen {node}; replacement {replacement['ID'][:8]} on {replacement['NodeName']}")
+    print(
+        f"frozen {node}; replacement {replacement['ID'][:8]} on {replacement['NodeName']} "
+        f"exited on the claim {replaced_after:.1f}s after the freeze"
+    )
     assert replacement["NodeName"] != node
     assert exit_code(replacement) == CLAIMED_ELSEWHERE
     assert (task_dir / "0.nomad_claim").read_text() == first["ID"]
@@ -122,24 +149,54 @@ def test_a_lost_node_fails_the_attempt_and_retry_runs_it_elsewhere(cluster, clie
     node = first["NodeName"]
     wait_for(lambda: "work started" in run.output, 30, "the step to start")
     cluster.kill_client(node)
+    killed_at = time.monotonic()
     try:
+        wait_for(lambda: LOST.format(node=node) in run.output, 120, "the launcher to say so")
+        said_after = time.monotonic() - killed_at
         assert run.finish(timeout=180) == 0, run.output
     finally:
         if run.proc.poll() is None:
             os.killpg(run.proc.pid, signal.SIGKILL)
         cluster.restart_member(node)
+    print(
+        f"lost {node}: the launcher said so {said_after:.1f}s after the kill; the run ended "
+        f"{time.monotonic() - killed_at:.1f}s after it"
+    )
     output = run.output
-    assert f"the allocation is lost (its node {node} went away" in output
     jobs = work_jobs(client, run_id)
     assert [j["Meta"]["metaflow.attempt"] for j in jobs] == ["0", "1"]
     attempt_1, _ = client.job_allocations(jobs[1]["ID"])
     assert [a["ClientStatus"] for a in attempt_1] == ["complete"]
     assert attempt_1[0]["NodeName"] != node
-    for alloc in client.job_allocations(jobs[0]["ID"])[0]:
-        if alloc["ID"] != first["ID"]:  # a replacement Nomad placed: it never ran the step
-            full = client.allocation(alloc["ID"])
-            assert full["ClientStatus"] != "running" or full["DesiredStatus"] == "stop"
-            assert exit_code(full) in (None, CLAIMED_ELSEWHERE)
+    assert_replacements_never_ran_the_step(client, tmp_path, run_id, jobs[0]["ID"], first)
     assert output.count("work done") == 1
     [work] = read_run(run, f"{FLOW}/{run_id}")["steps"]["work"]
     assert work["successful"] is True
+
+
+def test_a_lost_node_without_retry_fails_the_step_naming_the_node(cluster, client, tmp_path):
+    run, run_id = start(cluster, tmp_path, seconds=20)
+    first = running_alloc(client, run_id)
+    node = first["NodeName"]
+    wait_for(lambda: "work started" in run.output, 30, "the step to start")
+    cluster.kill_client(node)
+    killed_at = time.monotonic()
+    try:
+        assert run.finish(timeout=180) != 0, run.output
+    finally:
+        if run.proc.poll() is None:
+            os.killpg(run.proc.pid, signal.SIGKILL)
+        cluster.restart_member(node)
+    print(f"lost {node} without @retry: the run failed {time.monotonic() - killed_at:.1f}s later")
+    output = run.output
+    assert LOST.format(node=node) in output
+    assert "Traceback (most recent call last)" not in output
+    jobs = work_jobs(client, run_id)
+    assert [j["Meta"]["metaflow.attempt"] for j in jobs] == ["0"]
+    wait_for(
+        lambda: all(j["Status"] == "dead" for j in work_jobs(client, run_id)),
+        30,
+        "the attempt's job to be stopped",
+    )
+    assert_replacements_never_ran_the_step(client, tmp_path, run_id, jobs[0]["ID"], first)
+    assert "work done" not in output
