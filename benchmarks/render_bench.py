@@ -22,7 +22,7 @@ def fixture():
     from metaflow.metaflow_environment import MetaflowEnvironment
 
     from metaflow_nomad.model import JobIdentity
-    from metaflow_nomad.render.bootstrap import build_task_launch, task_environment
+    from metaflow_nomad.render.bootstrap import TaskScript, build_task_launch, task_environment
     from metaflow_nomad.settings import resolve_step_settings
 
     settings = resolve_step_settings("work", {"driver": "raw_exec", "memory": 256})
@@ -41,9 +41,8 @@ def fixture():
         "--split-index 16 --retry-count 0 --max-user-code-retries 0"
     )
     env = task_environment(identity, code_package, "local", {}, {}, os.environ)
-    launch = build_task_launch(
-        MetaflowEnvironment(None), identity, step_cli, code_package, "local", root, env
-    )
+    task = TaskScript(identity, step_cli, code_package, "local", root, env)
+    launch = build_task_launch(MetaflowEnvironment(None), task)
     return settings, identity, launch
 
 

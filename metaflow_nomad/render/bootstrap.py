@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from metaflow.metaflow_config_funcs import config_values
 from metaflow.mflog import (
@@ -135,19 +136,9 @@ def forwarded_metaflow_config(launcher_environ: Mapping[str, str]) -> dict[str, 
     return env
 
 
-def build_task_launch(
-    environment,
-    identity: JobIdentity,
-    step_cli: str,
-    code_package: Mapping[str, str],
-    datastore_type: str,
-    datastore_root: str | None,
-    env: Mapping[str, str],
-    task_setup: Sequence[str] = (),
-    after_step: Sequence[str] = (),
-    logs: TaskLogs | None = None,
-) -> TaskLaunch:
-    """The bash script that bootstraps and runs one Metaflow task, with mflog capture.
+@dataclass(frozen=True)
+class TaskScript:
+    """What one task's bootstrap script is made of: the options of ``build_task_launch``.
 
     ``task_setup`` runs in the task's directory once the package is in place and
     before the step; ``after_step`` once the step (and every process it started)
@@ -155,6 +146,24 @@ def build_task_launch(
     task's log files in it: every line is written there directly, so nothing is
     uploaded and no Metaflow interpreter starts for the logs.
     """
+
+    identity: JobIdentity
+    step_cli: str
+    code_package: Mapping[str, str]
+    datastore_type: str
+    datastore_root: str | None
+    env: Mapping[str, str] = field(default_factory=dict)
+    task_setup: Sequence[str] = ()
+    after_step: Sequence[str] = ()
+    logs: TaskLogs | None = None
+
+
+def build_task_launch(environment, task: TaskScript) -> TaskLaunch:
+    """The bash script that bootstraps and runs one Metaflow task, with mflog capture
+    (``environment`` is Metaflow's, which knows the step's own bootstrap commands)."""
+    identity, logs = task.identity, task.logs
+    datastore_type, datastore_root = task.datastore_type, task.datastore_root
+    task_setup = task.task_setup
     in_place = logs is not None and datastore_type == "local"
     stdout_path, stderr_path = (
         (shlex.quote(logs.stdout_url), shlex.quote(logs.stderr_url))
@@ -185,7 +194,7 @@ def build_task_launch(
             claim_option = f" --claim {shlex.quote(logs.claim_url)}"
     if datastore_type == "local":
         task_setup = [*card_root_link_commands(datastore_root), *task_setup]
-    setup = code_package_setup(environment, code_package, datastore_type, task_setup)
+    setup = code_package_setup(environment, task.code_package, datastore_type, task_setup)
     # Uploaded by the capture process as soon as it starts.
     init_cmds = [*setup.commands, *claim, "mflog 'Task is starting.'"]
     # Only Metaflow's bootstrap commands carry the extra quoting level; the step
@@ -194,7 +203,7 @@ def build_task_launch(
         unquote_once(cmd)
         for cmd in environment.bootstrap_commands(identity.step_name, datastore_type)
     ]
-    step = " && ".join([*bootstrap, step_cli])
+    step = " && ".join([*bootstrap, task.step_cli])
     step_command = shlex.quote(unquote_once(BASH_MFLOG) + "; " + step)
     step_expr = f"{CAPTURE}{claim_option} bash -c {step_command}"
     init_expr = f"mkdir -p {logs_dir} && {mflog_expr} && {' && '.join(init_cmds)}"
@@ -202,12 +211,12 @@ def build_task_launch(
         STOP_SIGNAL_TRAPS + '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
         f"{setup.definitions}"
         f"{init_expr}\n"
-        f"c=$?\n{forward_stop_signals(step_expr, after_step)}\n"
+        f"c=$?\n{forward_stop_signals(step_expr, task.after_step)}\n"
         # The capture process saves the logs of a step that ran; the bootstrap's own
         # lines still need saving when the step never started.
          + ("" if in_place else f'[ -n "$child" ] || {BASH_SAVE_LOGS}\n') + "exit $c\n"
     )
-    return TaskLaunch(script=script, env=dict(env))
+    return TaskLaunch(script=script, env=dict(task.env))
 
 
 def claim_in_bash(path: str) -> str:

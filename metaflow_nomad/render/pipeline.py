@@ -19,7 +19,7 @@ from metaflow.mflog import TASK_LOG_SOURCE
 
 from metaflow_nomad.config import read_config
 from metaflow_nomad.model import JobIdentity, TaskLaunch, TaskLogs
-from metaflow_nomad.render.bootstrap import build_task_launch, task_environment
+from metaflow_nomad.render.bootstrap import TaskScript, build_task_launch, task_environment
 from metaflow_nomad.render.code_package import PACKAGE_CACHE_ENV
 from metaflow_nomad.render.command_line import split_input_paths, step_command_line
 from metaflow_nomad.render.inputs import RenderInputs
@@ -224,15 +224,15 @@ def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> 
     task_setup, after_step = metadata_task_commands(
         objects.metadata_type, datastore, identity, invocation.metadata_snapshot
     )
-    return build_task_launch(
-        objects.environment,
-        identity,
-        step_cli,
-        invocation.code_package,
-        datastore.TYPE,
-        datastore.datastore_root,
-        env,
-        task_setup,
-        after_step,
+    task = TaskScript(
+        identity=identity,
+        step_cli=step_cli,
+        code_package=invocation.code_package,
+        datastore_type=datastore.TYPE,
+        datastore_root=datastore.datastore_root,
+        env=env,
+        task_setup=task_setup,
+        after_step=after_step,
         logs=invocation.logs,
     )
+    return build_task_launch(objects.environment, task)

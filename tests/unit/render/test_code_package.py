@@ -14,7 +14,7 @@ from metaflow.metaflow_environment import MetaflowEnvironment
 
 from metaflow_nomad.model import JobIdentity
 from metaflow_nomad.render import s3_fetch
-from metaflow_nomad.render.bootstrap import build_task_launch
+from metaflow_nomad.render.bootstrap import TaskScript, build_task_launch
 from metaflow_nomad.render.code_package import S3_FETCH_FUNCTION, code_package_setup
 
 PACKAGE = {
@@ -44,9 +44,8 @@ def test_s3_download_loop_is_replaced_by_the_classifying_fetch(environment):
 @pytest.mark.parametrize("datastore", ["s3", "local"])
 def test_the_bootstrap_script_is_valid_bash(environment, datastore, tmp_path):
     package = dict(PACKAGE, url=PACKAGE["url"] if datastore == "s3" else "/shared/pkg.tgz")
-    launch = build_task_launch(
-        environment, IDENTITY, "python -u flow.py step train", package, datastore, "/root", {}
-    )
+    task = TaskScript(IDENTITY, "python -u flow.py step train", package, datastore, "/root")
+    launch = build_task_launch(environment, task)
     script = tmp_path / "bootstrap.sh"
     script.write_text(launch.script)
     checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
