@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from metaflow import util
@@ -22,7 +23,6 @@ from metaflow._vendor import click
 from metaflow_nomad.model import JobIdentity
 
 if TYPE_CHECKING:
-    from metaflow_nomad.api.client import NomadClient
     from metaflow_nomad.api.doctor import Check
     from metaflow_nomad.plugin.doctor_report import ServiceSettings
 
@@ -190,52 +190,33 @@ def _probe(report, obj, resolved, probe_step, connection) -> None:
     if package is None:
         return
     token = f"metaflow-nomad doctor probe {uuid.uuid4()}"
-    client = ProbeOutput(default_client())
+    said: tuple[str, ...] = ()
     try:
         rendered = render_probe_job(
             obj, settings, identity, package, token, render_inputs(connection)
         )
-        report.add(*run_probe(client, rendered, settings, token, _datastore(obj)))
+        result = run_probe(default_client(), rendered, settings, token, _datastore(obj))
+        report.add(*result.checks)
+        said = result.said
     except NomadException as exc:
         report.add(Check(FAIL, "probe job", f"{exc.headline}: {exc}"))
     if obj.metadata.TYPE == "service":
-        report.add(client.service_check())
+        report.add(task_service_check(said))
 
 
-class ProbeOutput:
-    """The client the probe runs with, keeping the task's stdout.
+def task_service_check(said: Sequence[str]) -> Check:
+    """The line of the probe task's ping of the metadata service (SKIP if it never
+    got that far); ``said`` is what the task said (``ProbeResult.said``)."""
+    from metaflow_nomad.api.doctor import FAIL, OK, SKIP, Check
+    from metaflow_nomad.render import probe_task
 
-    ``runtime.probe.run_probe`` reads the probe task's output once, before it
-    purges the job, and keeps only its own lines; the task's metadata service line
-    (``render.probe_task``) is read here from the same answer.
-    """
-
-    def __init__(self, client: NomadClient):
-        self._client = client
-        self.stdout = ""
-
-    def __getattr__(self, name: str):
-        return getattr(self._client, name)
-
-    def alloc_logs(self, alloc_id: str, task: str, stream: str, tail_bytes: int) -> str:
-        text = self._client.alloc_logs(alloc_id, task, stream, tail_bytes)
-        if stream == "stdout":
-            self.stdout = text
-        return text
-
-    def service_check(self) -> Check:
-        """The line of the task's ping of the metadata service (SKIP if it never ran)."""
-        from metaflow_nomad.api.doctor import FAIL, OK, SKIP, Check
-        from metaflow_nomad.render import probe_task
-
-        name = "metadata service from the task"
-        for line in self.stdout.splitlines():
-            said = line[len(probe_task.PREFIX) :] if line.startswith(probe_task.PREFIX) else ""
-            if said.startswith(probe_task.SERVICE_OK):
-                return Check(OK, name, said[len(probe_task.SERVICE_OK) :])
-            if said.startswith(probe_task.SERVICE_FAIL):
-                return Check(FAIL, name, said[len(probe_task.SERVICE_FAIL) :])
-        return Check(SKIP, name, "not reached: the probe task did not get that far")
+    name = "metadata service from the task"
+    for line in said:
+        if line.startswith(probe_task.SERVICE_OK):
+            return Check(OK, name, line[len(probe_task.SERVICE_OK) :])
+        if line.startswith(probe_task.SERVICE_FAIL):
+            return Check(FAIL, name, line[len(probe_task.SERVICE_FAIL) :])
+    return Check(SKIP, name, "not reached: the probe task did not get that far")
 
 
 def _upload_package(report, obj):

@@ -50,13 +50,23 @@ class ProbeDatastore:
     shared_hint: str
 
 
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the probe proved (its check lines), and every line the probe task said
+    on stdout (``render.probe_task``, prefix removed), read before the job was
+    purged: the caller reads the lines of its own checks (the metadata service) there."""
+
+    checks: list[Check]
+    said: tuple[str, ...] = ()
+
+
 def run_probe(
     client,
     rendered: RenderedJob,
     settings: StepSettings,
     token: str,
     datastore: ProbeDatastore,
-) -> list[Check]:
+) -> ProbeResult:
     """Submit the probe job, follow it to its end, purge it, and say what it proved."""
     job = parse_jobspec(rendered, client)
     namespace = job.get("Namespace")
@@ -64,14 +74,14 @@ def run_probe(
         guard.watch(rendered.job_id, namespace)
         try:
             client.register(job, source=rendered.hcl)
-            checks = _follow(client, rendered.job_id, namespace, settings, token, datastore)
+            result = _follow(client, rendered.job_id, namespace, settings, token, datastore)
         finally:
             checks_cleanup = _purge(client, rendered.job_id, namespace)
             guard.release()
-    return [*checks, checks_cleanup]
+    return ProbeResult([*result.checks, checks_cleanup], result.said)
 
 
-def _follow(client, job_id, namespace, settings, token, datastore) -> list[Check]:
+def _follow(client, job_id, namespace, settings, token, datastore) -> ProbeResult:
     tracker = JobTracker(
         client,
         job_id,
@@ -84,14 +94,18 @@ def _follow(client, job_id, namespace, settings, token, datastore) -> list[Check
     pending = settings.pending_timeout or DEFAULT_PENDING_S
     if not tracker.wait_started(pending):
         reason = tracker.pending_reason or "the scheduler has not placed it"
-        return [Check(FAIL, "task start", f"still pending after {pending:g}s: {reason}")]
+        return ProbeResult(
+            [Check(FAIL, "task start", f"still pending after {pending:g}s: {reason}")]
+        )
     if not tracker.wait_finished(RUN_LIMIT_S):
-        return [Check(FAIL, "task start", f"the probe did not end within {RUN_LIMIT_S:g}s")]
+        return ProbeResult(
+            [Check(FAIL, "task start", f"the probe did not end within {RUN_LIMIT_S:g}s")]
+        )
     outcome = tracker.outcome()
     alloc = tracker.allocation or {}
     events = ((alloc.get("TaskStates") or {}).get(TASK_NAME) or {}).get("Events") or []
     if not any(e.get("Type") == "Started" for e in events):
-        return [Check(FAIL, "task start", outcome.message or outcome.status)]
+        return ProbeResult([Check(FAIL, "task start", outcome.message or outcome.status)])
     where = f"on node {alloc.get('NodeName')} (allocation {alloc['ID'][:8]})"
     checks = [Check(OK, "task start", f"started {where}")]
     tails = raw_log_tails(client, alloc["ID"], TASK_NAME, LOG_BYTES)
@@ -100,10 +114,10 @@ def _follow(client, job_id, namespace, settings, token, datastore) -> list[Check
     if probe_task.STARTED not in said:
         why = bootstrap_failure(tails) or outcome.message or outcome.status
         checks.append(Check(FAIL, "code package download", why))
-        return [*checks, Check(SKIP, "datastore", "not reached")]
+        return ProbeResult([*checks, Check(SKIP, "datastore", "not reached")], tuple(said))
     checks.append(Check(OK, "code package download", "the task fetched and unpacked it"))
     checks.append(_datastore_check(said, failed, token, datastore, outcome.message))
-    return checks
+    return ProbeResult(checks, tuple(said))
 
 
 def _is_probe(line: str) -> bool:
