@@ -22,11 +22,12 @@ from tests.support.cluster import run_batch_job, task_output
 
 pytestmark = pytest.mark.integration
 
-RAW_EXEC_JOB = """
+# A one-task batch job that Nomad never restarts or reschedules, as a step's job is.
+BATCH_JOB = """
 job "JOB" {
   type        = "batch"
-  datacenters = ["DATACENTER"]
-  group "g" {
+  datacenters = DATACENTERS
+CONSTRAINT  group "g" {
     restart {
       attempts = 0
       mode     = "fail"
@@ -36,6 +37,19 @@ job "JOB" {
       unlimited = false
     }
     task "t" {
+TASK
+    }
+  }
+}
+"""
+
+PINNED = """  constraint {
+    attribute = "${node.unique.name}"
+    value     = "NODE"
+  }
+"""
+
+RAW_EXEC_TASK = """
       driver = "raw_exec"
       config {
         command = "/bin/sh"
@@ -45,26 +59,10 @@ job "JOB" {
         cpu    = 50
         memory = 32
       }
-    }
-  }
-}
 """
 
 # The credentials sit in the jobspec only here, in this smoke test of the registry.
-DOCKER_JOB = """
-job "JOB" {
-  type        = "batch"
-  datacenters = ["dc1", "dc2"]
-  group "g" {
-    restart {
-      attempts = 0
-      mode     = "fail"
-    }
-    reschedule {
-      attempts  = 0
-      unlimited = false
-    }
-    task "t" {
+DOCKER_TASK = """
       driver = "docker"
       config {
         image        = "IMAGE"
@@ -80,10 +78,25 @@ job "JOB" {
         cpu    = 100
         memory = 128
       }
-    }
-  }
-}
 """
+
+LONG_DOCKER_TASK = """
+      driver = "docker"
+      config {
+        image        = "python:3.11"
+        network_mode = "host"
+        command      = "sleep"
+        args         = ["300"]
+      }
+"""
+
+
+def batch_job(name: str, task: str, datacenters: str = '["dc1", "dc2"]', node: str = "") -> str:
+    """``BATCH_JOB`` around ``task``, pinned to the client ``node`` when one is named."""
+    constraint = PINNED.replace("NODE", node) if node else ""
+    return _fill(
+        BATCH_JOB, JOB=name, DATACENTERS=datacenters, CONSTRAINT=constraint, TASK=task.strip("\n")
+    )
 
 
 def _fill(template: str, **values: str) -> str:
@@ -93,7 +106,7 @@ def _fill(template: str, **values: str) -> str:
 
 
 def _raw_exec_job(name: str, datacenter: str) -> str:
-    return _fill(RAW_EXEC_JOB, JOB=name, DATACENTER=datacenter)
+    return batch_job(name, RAW_EXEC_TASK, datacenters=f'["{datacenter}"]')
 
 
 def _client(cluster: ProductionCluster) -> NomadClient:
@@ -186,8 +199,7 @@ def test_the_docker_image_is_pulled_from_the_private_registry(production_cluster
     pulls_before = len(registry.manifest_pulls(image))
     credentials = registry.credentials
     hcl = _fill(
-        DOCKER_JOB,
-        JOB="cluster-registry-pull",
+        batch_job("cluster-registry-pull", DOCKER_TASK),
         IMAGE=image,
         WRITTEN="f'python {sys.version_info[:2]} pulled'",
         USERNAME=credentials.username,
@@ -208,37 +220,6 @@ def test_the_docker_image_is_pulled_from_the_private_registry(production_cluster
         engine.docker("rmi", image, check=False)
 
 
-LONG_DOCKER_JOB = """
-job "JOB" {
-  type        = "batch"
-  datacenters = ["dc1"]
-  constraint {
-    attribute = "${node.unique.name}"
-    value     = "NODE"
-  }
-  group "g" {
-    restart {
-      attempts = 0
-      mode     = "fail"
-    }
-    reschedule {
-      attempts  = 0
-      unlimited = false
-    }
-    task "t" {
-      driver = "docker"
-      config {
-        image        = "python:3.11"
-        network_mode = "host"
-        command      = "sleep"
-        args         = ["300"]
-      }
-    }
-  }
-}
-"""
-
-
 def test_a_killed_client_takes_its_containers_and_comes_back(production_cluster):
     """kill_client: the node's machine dies, containers included (they live in the
     shared engine, labelled with their node); restart_member: it is back and ready."""
@@ -247,7 +228,9 @@ def test_a_killed_client_takes_its_containers_and_comes_back(production_cluster)
     node_id = cluster.clients["c0"].node_id()
     label = f"label=com.hashicorp.nomad.node_id={node_id}"
     client = _client(cluster)
-    client.register(client.parse(_fill(LONG_DOCKER_JOB, JOB="cluster-kill-c0", NODE="c0")))
+    client.register(
+        client.parse(batch_job("cluster-kill-c0", LONG_DOCKER_TASK, '["dc1"]', node="c0"))
+    )
     try:
         deadline = time.monotonic() + 120
         while not engine.docker("ps", "-q", "--filter", label).stdout.split():
