@@ -38,7 +38,8 @@ import pytest
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.lookup import find_jobs
 from metaflow_nomad.model import META_ATTEMPT, META_STEP_NAME, META_TASK_ID, TASK_NAME
-from metaflow_nomad.testing.cluster import ClusterMember, ClusterOptions, ProductionCluster
+from metaflow_nomad.testing.cluster import ClusterMember, ProductionCluster
+from tests.support.cluster import RAW_EXEC, started_cluster
 from tests.support.deploy import (
     Cluster,
     allocations,
@@ -90,9 +91,7 @@ FIGURES: dict[str, Figure] = {}
 
 @pytest.fixture(scope="module")
 def cluster():
-    began = time.monotonic()
-    cluster = ProductionCluster(ClusterOptions(docker=False, registry=False)).start()
-    print(f"\nproduction cluster (raw_exec) started in {time.monotonic() - began:.1f}s")
+    cluster = started_cluster(RAW_EXEC)
     try:
         yield cluster
     finally:

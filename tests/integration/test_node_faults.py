@@ -13,14 +13,17 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.model import CLAIMED_ELSEWHERE
-from metaflow_nomad.testing.cluster import ClusterOptions, ProductionCluster
-from tests.support.flows import flow_env, read_run, start_flow, wait_for
+from tests.support.cluster import RAW_EXEC, started_cluster
+from tests.support.flows import FlowRun, flow_env, read_run, start_flow, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +33,7 @@ LOST = "the allocation is lost (its node {node} went away"
 
 @pytest.fixture(scope="module")
 def cluster():
-    began = time.monotonic()
-    cluster = ProductionCluster(ClusterOptions(docker=False, registry=False)).start()
-    print(f"\nproduction cluster (raw_exec) started in {time.monotonic() - began:.1f}s")
+    cluster = started_cluster(RAW_EXEC)
     try:
         yield cluster
     finally:
@@ -141,26 +142,44 @@ def test_a_frozen_node_never_runs_a_finished_task_again(cluster, client, tmp_pat
     assert run.output.count("work done") == 1
 
 
-def test_a_lost_node_fails_the_attempt_and_retry_runs_it_elsewhere(cluster, client, tmp_path):
-    run, run_id = start(
-        cluster, tmp_path, "--with", "retry:times=1,minutes_between_retries=0", seconds=20
-    )
+@dataclass
+class LostNode:
+    """A run whose work task's node was killed (the machine lost) while it worked."""
+
+    run: FlowRun
+    run_id: str
+    first: dict
+    node: str
+    killed_at: float
+
+
+@contextmanager
+def node_lost_mid_work(cluster, client, tmp_path: Path, *args: str) -> Iterator[LostNode]:
+    """Start the flow, kill the work task's node once the step works; afterwards the
+    launcher is gone and the node is back, whatever the test found."""
+    run, run_id = start(cluster, tmp_path, *args, seconds=20)
     first = running_alloc(client, run_id)
     node = first["NodeName"]
     wait_for(lambda: "work started" in run.output, 30, "the step to start")
     cluster.kill_client(node)
-    killed_at = time.monotonic()
     try:
-        wait_for(lambda: LOST.format(node=node) in run.output, 120, "the launcher to say so")
-        said_after = time.monotonic() - killed_at
-        assert run.finish(timeout=180) == 0, run.output
+        yield LostNode(run, run_id, first, node, time.monotonic())
     finally:
         if run.proc.poll() is None:
             os.killpg(run.proc.pid, signal.SIGKILL)
         cluster.restart_member(node)
+
+
+def test_a_lost_node_fails_the_attempt_and_retry_runs_it_elsewhere(cluster, client, tmp_path):
+    retry = ("--with", "retry:times=1,minutes_between_retries=0")
+    with node_lost_mid_work(cluster, client, tmp_path, *retry) as lost:
+        run, run_id, first, node = lost.run, lost.run_id, lost.first, lost.node
+        wait_for(lambda: LOST.format(node=node) in run.output, 120, "the launcher to say so")
+        said_after = time.monotonic() - lost.killed_at
+        assert run.finish(timeout=180) == 0, run.output
     print(
         f"lost {node}: the launcher said so {said_after:.1f}s after the kill; the run ended "
-        f"{time.monotonic() - killed_at:.1f}s after it"
+        f"{time.monotonic() - lost.killed_at:.1f}s after it"
     )
     output = run.output
     jobs = work_jobs(client, run_id)
@@ -175,19 +194,12 @@ def test_a_lost_node_fails_the_attempt_and_retry_runs_it_elsewhere(cluster, clie
 
 
 def test_a_lost_node_without_retry_fails_the_step_naming_the_node(cluster, client, tmp_path):
-    run, run_id = start(cluster, tmp_path, seconds=20)
-    first = running_alloc(client, run_id)
-    node = first["NodeName"]
-    wait_for(lambda: "work started" in run.output, 30, "the step to start")
-    cluster.kill_client(node)
-    killed_at = time.monotonic()
-    try:
+    with node_lost_mid_work(cluster, client, tmp_path) as lost:
+        run, run_id, first, node = lost.run, lost.run_id, lost.first, lost.node
         assert run.finish(timeout=180) != 0, run.output
-    finally:
-        if run.proc.poll() is None:
-            os.killpg(run.proc.pid, signal.SIGKILL)
-        cluster.restart_member(node)
-    print(f"lost {node} without @retry: the run failed {time.monotonic() - killed_at:.1f}s later")
+    print(
+        f"lost {node} without @retry: the run failed {time.monotonic() - lost.killed_at:.1f}s later"
+    )
     output = run.output
     assert LOST.format(node=node) in output
     assert "Traceback (most recent call last)" not in output

@@ -20,16 +20,26 @@ from metaflow_nomad.testing.cluster import ClusterOptions, ProductionCluster
 TERMINAL = ("complete", "failed", "lost")
 
 
-@pytest.fixture(scope="module")
-def production_cluster(docker_engine) -> Iterator[ProductionCluster]:
+def started_cluster(options: ClusterOptions) -> ProductionCluster:
+    """A started cluster, with how long its start took printed (``pytest -s``)."""
     began = time.monotonic()
-    cluster = ProductionCluster(ClusterOptions(docker=True, engine=docker_engine)).start()
+    cluster = ProductionCluster(options).start()
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in cluster.timings.items())
     print(f"\nproduction cluster started in {time.monotonic() - began:.1f}s ({timings})")
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def production_cluster(docker_engine) -> Iterator[ProductionCluster]:
+    cluster = started_cluster(ClusterOptions(docker=True, engine=docker_engine))
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+# The cluster of the fault tests: raw_exec clients only, no registry (quicker to start).
+RAW_EXEC = ClusterOptions(docker=False, registry=False)
 
 
 def run_batch_job(client: NomadClient, hcl: str, timeout: float = 120) -> dict:

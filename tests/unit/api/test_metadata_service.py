@@ -17,6 +17,7 @@ from metaflow_nomad.api.metadata_service import (
 )
 from metaflow_nomad.errors import NomadForbidden, NomadNotFound
 from metaflow_nomad.testing.ports import free_port
+from tests.support.variables import Variables
 
 KEY = "secret-key-value"
 
@@ -82,20 +83,6 @@ def test_where_tasks_reach_the_service():
         "  info  tasks' service URL: http://b (from METAFLOW_SERVICE_INTERNAL_URL)"
     )
     assert tasks_url("https://a", "https://a").detail.startswith("https://a (METAFLOW_SERVICE_URL;")
-
-
-class Variables:
-    """The one call check_headers_variable makes, answered from a dict (or an error)."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.asked = []
-
-    def blocking_get(self, path, params=None):
-        self.asked.append((path, params))
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer, 7
 
 
 def _check(answer, headers=None):

@@ -7,23 +7,10 @@ import pytest
 
 from metaflow_nomad.api.registry_auth import check_registry_auth
 from metaflow_nomad.errors import NomadForbidden, NomadNotFound
+from tests.support.variables import Variables
 
 IMAGE = "registry.example:5000/team/train:1.2"
 PASSWORD = "pa55-word-never-shown"
-
-
-class Variables:
-    """The one call check_registry_auth makes, answered from a dict (or an error)."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.asked = []
-
-    def blocking_get(self, path, params=None):
-        self.asked.append((path, params))
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer, 7
 
 
 def _check(answer):
