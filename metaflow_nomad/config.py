@@ -186,6 +186,12 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "NOMAD_SKIP_VERIFY",
         "TLS verification is on unless this is true",
     ),
+    _launcher(
+        "NOMAD_UI_URL",
+        "base address of Nomad's web UI, for the allocation links in task metadata "
+        "(`nomad-alloc-url`), the launcher's lines and `nomad list`",
+        "the API address",
+    ),
     _launcher("NOMAD_MHZ_PER_VCPU", "MHz per vCPU for cpu values below 100", "1000"),
     _launcher("NOMAD_TEMPLATES_DIR", "a project template directory"),
     _launcher(

@@ -251,6 +251,18 @@ class NomadClient:
     def allocation(self, alloc_id: str) -> dict:
         return self._call("get", "allocation/" + _quote(alloc_id)).json()
 
+    def allocation_stats(self, alloc_id: str) -> dict | None:
+        """The allocation's resource usage as its node measures it now
+        (``ResourceUsage`` and per-task ``Tasks``); None once the node no longer
+        knows it (the allocation ended and was collected).  Tried once: a sample
+        missed is only a sample."""
+        try:
+            return self._call(
+                "get", f"client/allocation/{_quote(alloc_id)}/stats", retry=False
+            ).json()
+        except (NomadNotFound, NomadBadRequest):
+            return None
+
     def alloc_logs(self, alloc_id: str, task: str, stream: str, tail_bytes: int) -> str:
         """The last ``tail_bytes`` of a task's stdout/stderr ('' before the task starts)."""
         params = {

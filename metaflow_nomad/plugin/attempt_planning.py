@@ -67,6 +67,11 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
             if objects.metadata_type == "local" and datastore.TYPE != "local"
             else None
         ),
+        metadata_type=objects.metadata_type,
+        local_metadata_dir=_local_metadata_dir(objects.metadata_type, identity),
+        ui_url=_ui_url(),
+        sample_usage=True,
+        cpu_cores=_cpu_cores(settings.cpu),
     )
     try:
         step_jobs = os.environ.get(STEP_JOBS_ENV)
@@ -75,6 +80,42 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
         return _with_job(plan, invocation, settings)
     except (NomadException, OSError) as exc:
         return dataclasses.replace(plan, error=one_line_error(exc))
+
+
+def _local_metadata_dir(metadata_type: str, identity) -> str | None:
+    """With local metadata: the task's ``_meta`` directory, where the launcher
+    writes its records (``runtime.task_metadata``) as Metaflow's provider would."""
+    from metaflow.plugins.datastores.local_storage import LocalStorage
+
+    from metaflow_nomad.render.metadata_snapshot import META_DIR, local_metadata_root
+
+    if metadata_type != "local":
+        return None
+    # As Metaflow's provider finds it: the run's --datastore-root, else configuration.
+    root = LocalStorage.datastore_root or local_metadata_root()
+    if root is None:
+        return None
+    task = (identity.flow_name, identity.run_id, identity.step_name, str(identity.task_id))
+    return os.path.join(root, *task, META_DIR)
+
+
+def _ui_url() -> str:
+    from metaflow_nomad.api.connection import ConnectionSettings
+    from metaflow_nomad.api.ui_links import ui_base_url
+
+    return ui_base_url(ConnectionSettings.from_environment().address)
+
+
+def _cpu_cores(cpu_mhz: int | None) -> float | None:
+    """The request in cores, as Nomad's usage Percent counts them (MHz per vCPU)."""
+    from metaflow_nomad.config import read_config
+    from metaflow_nomad.settings import DEFAULT_MHZ_PER_VCPU
+
+    try:
+        mhz_per_vcpu = float(read_config().get("NOMAD_MHZ_PER_VCPU", DEFAULT_MHZ_PER_VCPU))
+    except ValueError:
+        return None
+    return cpu_mhz / mhz_per_vcpu if cpu_mhz and mhz_per_vcpu > 0 else None
 
 
 def hand_to_launcher(cli_args, plan: AttemptPlan) -> None:

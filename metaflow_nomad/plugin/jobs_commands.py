@@ -38,13 +38,20 @@ def _client():
     return default_client()
 
 
-def _describe_job(job: dict) -> str:
+def _describe_job(job: dict, ui_base: str | None = None) -> str:
+    """One line per job; with ``ui_base``, its page in Nomad's UI (which lists the
+    job's allocations) at the end."""
+    link = ""
+    if ui_base:
+        from metaflow_nomad.api.ui_links import job_url
+
+        link = " " + job_url(ui_base, job["ID"], job.get("Namespace"))
     who = JobIdentity.from_meta(job.get("Meta"))
     if who is None:
-        return f"job *{job['ID']}* status *{job.get('Status')}*"
+        return f"job *{job['ID']}* status *{job.get('Status')}*{link}"
     return (
         f"Run *{who.run_id}* step *{who.step_name}* task {who.task_id} attempt {who.attempt} "
-        f"user {who.user} job *{job['ID']}* status *{job.get('Status')}*"
+        f"user {who.user} job *{job['ID']}* status *{job.get('Status')}*{link}"
     )
 
 
@@ -62,11 +69,14 @@ _PREFIX_HELP = (
 @click.pass_obj
 def list_jobs(obj, my_runs, user, run_id, prefix):
     from metaflow_nomad.api.lookup import find_jobs
+    from metaflow_nomad.api.ui_links import ui_base_url
 
     run_id, user = _run_filters(obj, run_id, user, my_runs, prefix)
-    jobs = find_jobs(_client(), obj.flow.name, run_id, user, prefix)
+    client = _client()
+    jobs = find_jobs(client, obj.flow.name, run_id, user, prefix)
+    ui_base = ui_base_url(client.settings.address)
     for job in jobs:
-        obj.echo(_describe_job(job))
+        obj.echo(_describe_job(job, ui_base))
     if not jobs:
         obj.echo("No unfinished Nomad jobs found.")
 

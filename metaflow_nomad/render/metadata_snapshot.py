@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from metaflow_nomad.model import JobIdentity
 
-_META_DIR = "_meta"
+META_DIR = "_meta"
 # The task's side: restore and sync (run in the task, see its docstring).
 TASK_MODULE = "metaflow_nomad.task.run_metadata"
 
@@ -62,7 +62,7 @@ def _metadata_files(root: str, flow_name: str) -> Iterator[str]:
         subdirs.sort()
         if directory == flow_dir and "data" in subdirs:
             subdirs.remove("data")  # a local datastore's artifacts, not metadata
-        if os.path.basename(directory) == _META_DIR:
+        if os.path.basename(directory) == META_DIR:
             for name in sorted(files):
                 yield os.path.relpath(os.path.join(directory, name), root)
 

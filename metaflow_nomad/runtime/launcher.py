@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from metaflow_nomad.api.ui_links import allocation_url
 from metaflow_nomad.errors import NomadJobFailed, NomadJobKilled
 from metaflow_nomad.model import TASK_NAME, TaskLogs
 from metaflow_nomad.runtime.guard import JobGuard
@@ -25,7 +26,12 @@ from metaflow_nomad.runtime.logs import (
 )
 from metaflow_nomad.runtime.outcome import TaskOutcome
 from metaflow_nomad.runtime.plan import AttemptPlan
+from metaflow_nomad.runtime.task_metadata import record_task_metadata
 from metaflow_nomad.runtime.tracking import JobTracker, TaskEnd, end_report
+from metaflow_nomad.runtime.usage import Requested, UsageSampler
+
+# The task metadata field of the allocation's page in Nomad's UI.
+ALLOC_URL_FIELD = "nomad-alloc-url"
 
 Echo = Callable[[str], None]
 # How long a failed step's launcher waits for Nomad's account of why it failed.
@@ -107,6 +113,13 @@ class TaskLauncher:
         end = TaskEnd(tracker, logs.exit_file, clock=self._clock)
         if not end.wait_started(self._plan.pending_timeout):
             self._fail_pending(tracker)
+        sampler = self._start_sampler(tracker)
+        try:
+            self._follow_started(tracker, end, logs)
+        finally:
+            self._record(tracker, sampler)
+
+    def _follow_started(self, tracker: JobTracker, end: TaskEnd, logs: TaskLogs) -> None:
         run_time_limit = self._plan.run_time_limit
         grace = min(60.0, 5 + run_time_limit * 0.1)
         streamed = stream_logs(
@@ -145,7 +158,39 @@ class TaskLauncher:
             memory_mb=self._plan.memory_mb,
             placement=self._plan.placement,
             clock=self._clock,
+            alloc_url=self._alloc_url if self._plan.ui_url else None,
         ).start()
+
+    def _alloc_url(self, alloc_id: str) -> str:
+        return allocation_url(self._plan.ui_url, alloc_id, self._namespace)
+
+    def _start_sampler(self, tracker: JobTracker) -> UsageSampler | None:
+        """Sample the allocation's usage while it runs (none known: no samples)."""
+        if not self._plan.sample_usage:
+            return None
+        alloc = tracker.allocation
+        if alloc is None:
+            return UsageSampler(lambda: None, clock=self._clock)
+        alloc_id = alloc["ID"]
+        return UsageSampler(
+            lambda: self._client.allocation_stats(alloc_id), clock=self._clock
+        ).start()
+
+    def _record(self, tracker: JobTracker, sampler: UsageSampler | None) -> None:
+        """The task's end: its usage line, and the task metadata the launcher records."""
+        plan = self._plan
+        fields: dict[str, str] = {}
+        if sampler is not None:
+            summary = sampler.stop()
+            requested = Requested(memory_mb=plan.memory_mb, cpu_cores=plan.cpu_cores)
+            self._echo(summary.line(requested))
+            fields.update(summary.metadata(requested))
+        alloc = tracker.allocation
+        if alloc is not None and plan.ui_url:
+            fields[ALLOC_URL_FIELD] = self._alloc_url(alloc["ID"])
+        record_task_metadata(
+            plan.identity, fields, plan.metadata_type, plan.local_metadata_dir, self._echo
+        )
 
     def _fail_pending(self, tracker: JobTracker) -> None:
         reason = tracker.pending_reason or "the scheduler has not placed it yet"
@@ -187,6 +232,8 @@ class TaskLauncher:
                 # The bootstrap said why and what to check: that is the advice.
                 reason, advice = f"{reason}: {setup.rstrip('.')}", ""
         allocation = (outcome.alloc_id or "-")[:8]
+        if outcome.alloc_id and self._plan.ui_url:
+            allocation += f", {self._alloc_url(outcome.alloc_id)}"
         raise NomadJobFailed(
             f"Step failed on Nomad (job {self._job_id}, allocation {allocation}): "
             f"{reason}.{_held_back(streamed)}{advice}"

@@ -55,6 +55,15 @@ class AttemptPlan:
     # With local metadata and a remote datastore: that datastore's root, where the
     # task's metadata is brought home from once it ends.
     metadata_sync_root: str | None = None
+    # Where the launcher records its task metadata (runtime.task_metadata): the
+    # provider's type, and with local metadata the task's _meta directory.
+    metadata_type: str | None = None
+    local_metadata_dir: str | None = None
+    # Nomad's UI (api.ui_links): the allocation's page is linked when set.
+    ui_url: str | None = None
+    # Sample the allocation's usage while it runs (runtime.usage), against the request.
+    sample_usage: bool = False
+    cpu_cores: float | None = None
     error: str | None = None
 
     @property

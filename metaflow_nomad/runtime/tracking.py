@@ -57,6 +57,7 @@ class JobTracker:
         placement: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         poll_s: float = 1.0,
+        alloc_url: Callable[[str], str] | None = None,
     ):
         self.client = client
         self.job_id = job_id
@@ -68,6 +69,7 @@ class JobTracker:
         self._state = _State()
         self._clock = clock
         self._poll_s = poll_s
+        self._alloc_url = alloc_url
         self._thread = threading.Thread(target=self._run, name="nomad-job-tracker", daemon=True)
 
     def start(self) -> JobTracker:
@@ -117,7 +119,8 @@ class JobTracker:
             alloc = self._attempt_allocation(allocs)
             if self._state.alloc is None:
                 self.echo(
-                    f"Task placed on node {alloc.get('NodeName')} (allocation {alloc['ID'][:8]})."
+                    f"Task placed on node {alloc.get('NodeName')} "
+                    f"(allocation {self._allocation_words(alloc['ID'])})."
                 )
             self._report_replacements(allocs, alloc)
             self._state.alloc = alloc
@@ -205,10 +208,10 @@ class JobTracker:
 
     def _report(self, alloc: dict) -> None:
         status = alloc.get("ClientStatus")
-        short = alloc["ID"][:8]
         node = alloc.get("NodeName")
         if status == "running":
-            self.echo(f"Task is running on node {node} (allocation {short}).")
+            words = self._allocation_words(alloc["ID"])
+            self.echo(f"Task is running on node {node} (allocation {words}).")
         elif status in TERMINAL_CLIENT_STATUS:
             outcome = outcome_from_allocation(alloc, self.task_name, self.memory_mb)
             if outcome.succeeded:
@@ -217,6 +220,12 @@ class JobTracker:
                 verdict = f"ended {outcome.status}: {outcome.message or 'no details'}"
             # Kept for the launcher to print after the task's last log lines.
             self._state.final_report = end_report(alloc, verdict)
+
+    def _allocation_words(self, alloc_id: str) -> str:
+        """The short ID, and the allocation's page in Nomad's UI when linked."""
+        if self._alloc_url is None:
+            return alloc_id[:8]
+        return f"{alloc_id[:8]}, {self._alloc_url(alloc_id)}"
 
     def _report_event(self, event: dict) -> None:
         if event.get("Type") in ROUTINE_EVENTS:
