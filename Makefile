@@ -26,7 +26,7 @@ demo: setup nomad docker
 	$(PY) scripts/demo.py
 
 test: setup nomad docker lint
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration" tests

@@ -32,7 +32,7 @@ def test_a_task_without_datastore_credentials_fails_at_once(run_flow, nomad_clie
     [verdict] = [line for line in result.output.splitlines() if "Step failed on Nomad" in line]
     assert re.search(
         re.escape(f"Step failed on Nomad (job {stub['ID']}, allocation ")
-        + r"\w{8}"
+        + r"\w{8}, http://127\.0\.0\.1:\d+/ui/allocations/[\w-]{36}"
         + re.escape(
             f"): the task exited with code 1: the code package could not be fetched from {url}: "
             "the task has no AWS credentials. Credentials reach a task through a Nomad "

@@ -18,6 +18,8 @@ from tests.support.nomad_checks import running_allocations
 
 pytestmark = pytest.mark.integration
 
+USAGE_LINE = re.compile(r"Task (used peak .*|ended before Nomad's first usage sample: .*)")
+
 
 def _launcher_lines(output: str, run_id: str, step: str, task_id: str) -> list[str]:
     """What one task's launcher printed (its lines carry "[nomad RUN/STEP/TASK]")."""
@@ -56,7 +58,9 @@ def test_nomad_kill_of_a_foreach_prints_one_line_per_task(nomad_agent, nomad_cli
         job_id = f"mf-napforeachflow-{run_id}-nap-{task_id}-0"
         said = _launcher_lines(output, run_id, "nap", task_id)
         running = next(n for n, line in enumerate(said) if line.startswith("Task is running"))
-        [stopped] = said[running + 1 :]
+        # One line says why it stopped; the usage line (docs/usage.md) may come before it.
+        *usage, stopped = said[running + 1 :]
+        assert len(usage) <= 1 and all(USAGE_LINE.match(line) for line in usage), usage
         held_back = re.fullmatch(
             re.escape(
                 "Task stopped: the Nomad job was stopped from outside (alloc not needed due to "
