@@ -29,12 +29,19 @@ PIP_PACKAGES="boto3 requests"                     # plus metaflow==<host version
 IMAGE_REVISION=2                                  # bump when the recipe below changes
 
 log() { printf '[get_docker] %s\n' "$*" >&2; }
+# Tell scripts/stage.sh what this run did (no-op outside a stage).
+say() { [ -n "${STAGE_STATUS_FILE:-}" ] && echo "$*" >"$STAGE_STATUS_FILE"; return 0; }
+INSTALLED=""
+say_installed() {
+  if [ -n "$INSTALLED" ]; then say "installed $INSTALLED: $(command -v "$1")"; else say "present: $(command -v "$1")"; fi
+}
 
 install_packages() {
   # $@: Debian packages to install if their command is missing ("command:package" pairs).
   local want=() pair
   for pair in "$@"; do command -v "${pair%%:*}" >/dev/null 2>&1 || want+=("${pair#*:}"); done
   [ ${#want[@]} -eq 0 ] && return 0
+  INSTALLED="${want[*]}"
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     log "installing ${want[*]} from Debian's packages (one-time)"
     apt-get update -qq >&2 || log "apt-get update failed"
@@ -79,11 +86,13 @@ apt_mirror() {
 case "$TARGET" in
   engine)
     install_packages dockerd:docker.io debootstrap:debootstrap
+    say_installed dockerd
     command -v dockerd
     exit 0
     ;;
   registry)
     install_packages docker-registry:docker-registry
+    say_installed docker-registry
     command -v docker-registry
     exit 0
     ;;
@@ -97,12 +106,12 @@ METAFLOW_VERSION=$("$HOST_PYTHON" -c 'import importlib.metadata as m; print(m.ve
 KEY_TEXT="$SUITE $DEBIAN_PACKAGES metaflow==$METAFLOW_VERSION $PIP_PACKAGES rev$IMAGE_REVISION"
 KEY="mf$METAFLOW_VERSION-$(printf '%s' "$KEY_TEXT" | sha256sum | cut -c1-12)"
 OUT="$CACHE/docker/python311-rootfs-$KEY.tar"
-if [ -s "$OUT" ]; then echo "$OUT"; exit 0; fi
+if [ -s "$OUT" ]; then say "cached: $OUT"; echo "$OUT"; exit 0; fi
 
 mkdir -p "$CACHE/docker"
 exec 9>"$CACHE/docker/.build.lock"
 flock 9                                  # one build at a time; the winner's result is reused
-if [ -s "$OUT" ]; then echo "$OUT"; exit 0; fi
+if [ -s "$OUT" ]; then say "cached: $OUT"; echo "$OUT"; exit 0; fi
 install_packages debootstrap:debootstrap
 
 MIRROR=$(apt_mirror | head -1)
@@ -149,4 +158,5 @@ mv "$WORK/rootfs.tar" "$OUT"
 # Earlier recipes for the same Metaflow version are superseded.
 find "$CACHE/docker" -maxdepth 1 -name "python311-rootfs-mf$METAFLOW_VERSION-*.tar" ! -path "$OUT" -delete
 log "built $OUT ($(du -m "$OUT" | cut -f1) MB) in $(( $(date +%s) - start ))s"
+say "built: $OUT (Debian $SUITE, metaflow==$METAFLOW_VERSION)"
 echo "$OUT"

@@ -24,6 +24,9 @@ NOMAD_MIN_VERSION="${NOMAD_MIN_VERSION:-1.6.0}"
 CACHE="${METAFLOW_NOMAD_CACHE:-$HOME/.cache/metaflow-nomad}"
 
 log() { printf '[get_nomad] %s\n' "$*" >&2; }
+# Tell scripts/stage.sh what this run did (no-op outside a stage).
+say() { [ -n "${STAGE_STATUS_FILE:-}" ] && echo "$*" >"$STAGE_STATUS_FILE"; return 0; }
+found() { say "$2: $1"; echo "$1"; exit 0; }
 
 version_ok() {
   # $1: path to a nomad binary. True if its version is >= NOMAD_MIN_VERSION.
@@ -38,19 +41,19 @@ case "$TARGET" in
     OUT="$CACHE/nomad-$NOMAD_VERSION/nomad"
     PACKAGE="."
     if [ -n "${NOMAD_BIN:-}" ]; then
-      if version_ok "$NOMAD_BIN"; then echo "$NOMAD_BIN"; exit 0; fi
+      if version_ok "$NOMAD_BIN"; then found "$NOMAD_BIN" "NOMAD_BIN"; fi
       log "NOMAD_BIN=$NOMAD_BIN is not a Nomad >= $NOMAD_MIN_VERSION; ignoring it"
     fi
     if command -v nomad >/dev/null 2>&1 && version_ok "$(command -v nomad)"; then
-      command -v nomad; exit 0
+      found "$(command -v nomad)" "on PATH"
     fi
-    if [ -x "$OUT" ] && version_ok "$OUT"; then echo "$OUT"; exit 0; fi
+    if [ -x "$OUT" ] && version_ok "$OUT"; then found "$OUT" "cached"; fi
     ;;
   example-device)
     # The plugin directory holds only this plugin: point an agent's plugin_dir at it.
     OUT="$CACHE/nomad-$NOMAD_VERSION/device-plugins/example-fs-device"
     PACKAGE="./plugins/device/cmd/example/cmd"
-    if [ -x "$OUT" ]; then echo "$OUT"; exit 0; fi
+    if [ -x "$OUT" ]; then found "$OUT" "cached"; fi
     ;;
   *)
     log "unknown target '$TARGET' (expected: nomad, example-device)"; exit 2
@@ -86,4 +89,5 @@ mv "$work/out" "$OUT"
 cd "$CACHE"
 rm -rf "$work"
 log "built $OUT in $(( $(date +%s) - start ))s"
+say "built: $OUT (Nomad v$NOMAD_VERSION from the Go module proxy)"
 echo "$OUT"

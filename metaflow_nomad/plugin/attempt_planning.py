@@ -23,6 +23,7 @@ import tempfile
 from metaflow_nomad.config import STEP_JOBS_ENV, profile_exports
 from metaflow_nomad.errors import NomadException, one_line_error
 from metaflow_nomad.runtime.plan import LAUNCHER_MODULE, AttemptPlan, Dispatch, write_plan
+from metaflow_nomad.runtime.task_metadata import SERVICE_HEADERS_ENV
 
 
 def plan_attempt(deco, cli_args) -> AttemptPlan:
@@ -69,6 +70,7 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
         ),
         metadata_type=objects.metadata_type,
         local_metadata_dir=_local_metadata_dir(objects.metadata_type, identity),
+        metadata_service_url=_service_url() if objects.metadata_type == "service" else None,
         ui_url=_ui_url(),
         sample_usage=True,
         cpu_cores=_cpu_cores(settings.cpu),
@@ -99,20 +101,37 @@ def _local_metadata_dir(metadata_type: str, identity) -> str | None:
     return os.path.join(root, *task, META_DIR)
 
 
+def _service_url() -> str | None:
+    """The metadata service this runtime records to (Metaflow's SERVICE_URL)."""
+    from metaflow.metaflow_config import SERVICE_URL
+
+    return SERVICE_URL
+
+
+@functools.lru_cache(maxsize=1)
+def _service_headers() -> str:
+    """Metaflow's SERVICE_HEADERS (with the API key it adds), as JSON, read once."""
+    import json
+
+    from metaflow.metaflow_config import SERVICE_HEADERS
+
+    return json.dumps(dict(SERVICE_HEADERS))
+
+
+@functools.lru_cache(maxsize=1)
 def _ui_url() -> str:
-    from metaflow_nomad.api.connection import ConnectionSettings
+    """The UI's base for this runtime's cluster, found once for every attempt."""
     from metaflow_nomad.api.ui_links import ui_base_url
 
-    return ui_base_url(ConnectionSettings.from_environment().address)
+    return ui_base_url(_runtime_client().settings.address)
 
 
 def _cpu_cores(cpu_mhz: int | None) -> float | None:
     """The request in cores, as Nomad's usage Percent counts them (MHz per vCPU)."""
-    from metaflow_nomad.config import read_config
     from metaflow_nomad.settings import DEFAULT_MHZ_PER_VCPU
 
     try:
-        mhz_per_vcpu = float(read_config().get("NOMAD_MHZ_PER_VCPU", DEFAULT_MHZ_PER_VCPU))
+        mhz_per_vcpu = float(_run_config().get("NOMAD_MHZ_PER_VCPU", DEFAULT_MHZ_PER_VCPU))
     except ValueError:
         return None
     return cpu_mhz / mhz_per_vcpu if cpu_mhz and mhz_per_vcpu > 0 else None
@@ -123,6 +142,8 @@ def hand_to_launcher(cli_args, plan: AttemptPlan) -> None:
     path = os.path.join(_plan_directory(), f"{plan.job_id}.json")
     write_plan(plan, path)
     cli_args.env.update(_launcher_environment())
+    if plan.metadata_service_url:
+        cli_args.env[SERVICE_HEADERS_ENV] = _service_headers()
     cli_args.entrypoint = [sys.executable, "-m", LAUNCHER_MODULE]
     cli_args.top_level_options = {}
     cli_args.commands = []
@@ -138,7 +159,7 @@ def _with_job(plan: AttemptPlan, invocation, settings) -> AttemptPlan:
     from metaflow_nomad.render.pipeline import prepare_job
 
     client = _runtime_client()
-    rendered = prepare_job(invocation, settings, _run_render_inputs())
+    rendered = prepare_job(invocation, settings, _run_render_inputs(), _run_config())
     job = parse_jobspec(rendered, client)
     if invocation.metadata_snapshot is not None:
         save_snapshot(invocation.objects.flow_datastore, invocation.metadata_snapshot)
@@ -154,13 +175,12 @@ def _with_job(plan: AttemptPlan, invocation, settings) -> AttemptPlan:
 def _dispatch(invocation, step_jobs: str) -> Dispatch:
     """In a deployed run: the deployment's step job, this attempt's meta, and the
     idempotency token that names the attempt."""
-    from metaflow_nomad.config import read_config
     from metaflow_nomad.deploy.step_jobs import dispatch_meta
     from metaflow_nomad.model import deployed_step_job_id
     from metaflow_nomad.render.pipeline import build_step_launch
 
     identity = invocation.identity
-    launch = build_step_launch(invocation, read_config())
+    launch = build_step_launch(invocation, _run_config())
     return Dispatch(
         parent_job_id=deployed_step_job_id(identity.flow_name, step_jobs, identity.step_name),
         meta=dispatch_meta(identity, launch),
@@ -171,6 +191,14 @@ def _dispatch(invocation, step_jobs: str) -> Dispatch:
 def _minutes_between_retries(node) -> int:
     retry = next((d for d in node.decorators if d.name == "retry"), None)
     return int(retry.attributes.get("minutes_between_retries", 2)) if retry else 0
+
+
+@functools.lru_cache(maxsize=1)
+def _run_config() -> dict[str, str]:
+    """The launcher's settings (environment and Metaflow profile), read once per runtime."""
+    from metaflow_nomad.config import read_config
+
+    return read_config()
 
 
 @functools.lru_cache(maxsize=1)

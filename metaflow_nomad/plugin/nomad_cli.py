@@ -10,6 +10,7 @@ from metaflow._vendor import click
 from metaflow_nomad.plugin.doctor_command import doctor
 from metaflow_nomad.plugin.jobs_commands import kill, list_jobs
 from metaflow_nomad.plugin.render_command import render
+from metaflow_nomad.plugin.usage_command import usage
 
 
 @click.group()
@@ -22,5 +23,5 @@ def nomad():
     pass
 
 
-for _command in (render, list_jobs, kill, doctor):
+for _command in (render, list_jobs, kill, doctor, usage):
     nomad.add_command(_command)

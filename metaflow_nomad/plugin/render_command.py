@@ -45,6 +45,7 @@ def render(
     from metaflow_nomad.api.client import default_client
     from metaflow_nomad.api.connection import ConnectionSettings
     from metaflow_nomad.api.preflight import check_reachable
+    from metaflow_nomad.config import read_config
     from metaflow_nomad.plugin.render_inputs import render_inputs
     from metaflow_nomad.render.jobspec import check_offline, parse_jobspec
     from metaflow_nomad.render.pipeline import FlowObjects, StepInvocation, prepare_job
@@ -75,7 +76,7 @@ def render(
     )
     if offline:
         inputs = render_inputs(ConnectionSettings.from_environment(), values)
-        rendered = prepare_job(invocation, settings, inputs)
+        rendered = prepare_job(invocation, settings, inputs, read_config())
         check_offline(rendered.hcl)
         click.echo(rendered.hcl if output_format == "hcl" else _offline_json(rendered.hcl))
         click.echo(
@@ -88,7 +89,9 @@ def render(
     connection = ConnectionSettings.from_environment()
     check_reachable(connection)
     client = default_client()
-    rendered = prepare_job(invocation, settings, render_inputs(client.settings, values))
+    rendered = prepare_job(
+        invocation, settings, render_inputs(client.settings, values), read_config()
+    )
     job = parse_jobspec(rendered, client)
     click.echo(
         rendered.hcl if output_format == "hcl" else json.dumps(job, indent=2, sort_keys=True)

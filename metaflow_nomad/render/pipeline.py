@@ -17,7 +17,6 @@ from typing import Any
 from metaflow import util
 from metaflow.mflog import TASK_LOG_SOURCE
 
-from metaflow_nomad.config import read_config
 from metaflow_nomad.model import JobIdentity, TaskLaunch, TaskLogs
 from metaflow_nomad.render.bootstrap import TaskScript, build_task_launch, task_environment
 from metaflow_nomad.render.code_package import PACKAGE_CACHE_ENV
@@ -152,11 +151,14 @@ def step_user_env(node) -> dict[str, str]:
 
 
 def prepare_job(
-    invocation: StepInvocation, settings: StepSettings, inputs: RenderInputs
+    invocation: StepInvocation,
+    settings: StepSettings,
+    inputs: RenderInputs,
+    config: Mapping[str, str],
 ) -> RenderedJob:
     """Render the step's job exactly as a run submits it (nothing is sent): its
-    command and env, with the settings its datastore needs."""
-    config = read_config()
+    command and env, with the settings its datastore needs.  ``config`` is
+    ``read_config()``, which a runtime reads once for all its attempts."""
     settings = task_settings(settings, invocation.objects.flow_datastore)
     launch = build_step_launch(invocation, config)
     return render_job(step_request(settings, invocation.identity, launch), inputs)

@@ -188,9 +188,7 @@ class TaskLauncher:
         alloc = tracker.allocation
         if alloc is not None and plan.ui_url:
             fields[ALLOC_URL_FIELD] = self._alloc_url(alloc["ID"])
-        record_task_metadata(
-            plan.identity, fields, plan.metadata_type, plan.local_metadata_dir, self._echo
-        )
+        record_task_metadata(plan, fields, self._echo)
 
     def _fail_pending(self, tracker: JobTracker) -> None:
         reason = tracker.pending_reason or "the scheduler has not placed it yet"

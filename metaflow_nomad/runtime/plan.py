@@ -56,9 +56,11 @@ class AttemptPlan:
     # task's metadata is brought home from once it ends.
     metadata_sync_root: str | None = None
     # Where the launcher records its task metadata (runtime.task_metadata): the
-    # provider's type, and with local metadata the task's _meta directory.
+    # provider's type, and with local metadata the task's _meta directory, with the
+    # metadata service its URL (its headers travel in the launcher's environment).
     metadata_type: str | None = None
     local_metadata_dir: str | None = None
+    metadata_service_url: str | None = None
     # Nomad's UI (api.ui_links): the allocation's page is linked when set.
     ui_url: str | None = None
     # Sample the allocation's usage while it runs (runtime.usage), against the request.

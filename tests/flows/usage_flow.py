@@ -1,11 +1,12 @@
 """Steps whose memory is known, for Nomad's usage figures (issue 23): one that ends
 at once, then side by side one that idles as long as the other (the task's own
-footprint) and one that holds HOLD_MB more for HOLD_S seconds."""
+footprint) and one that holds HOLD_MB more for HOLD_S seconds.  The last step's
+card charts what they asked for and used."""
 
 import os
 import time
 
-from metaflow import FlowSpec, nomad, step
+from metaflow import FlowSpec, card, nomad, step
 
 HOLD_MB = int(os.environ.get("USAGE_HOLD_MB", "300"))
 HOLD_S = float(os.environ.get("USAGE_HOLD_S", "36"))
@@ -43,6 +44,7 @@ class UsageFlow(FlowSpec):
     def join(self, inputs):
         self.next(self.end)
 
+    @card(type="nomad_usage")
     @step
     def end(self):
         pass

@@ -1,11 +1,12 @@
-"""Issue 23 parts 1 and 3 on a real agent: what a task used, from Nomad, and the
-links to Nomad's UI, in the task's metadata and in the launcher's lines.
+"""Issue 23 on a real agent: what a task used, from Nomad, the links to Nomad's
+UI (in the task's metadata and the launcher's lines), and right-sizing from them
+(``nomad usage`` and the ``nomad_usage`` card, looked at in headless Chromium).
 
 UsageFlow runs three steps with ``memory=1000``: ``start`` ends within a second,
 then side by side ``idle`` runs 36 s with nothing allocated (the task's own footprint: the step's
 Python with Metaflow, the log capture, bash; on raw_exec also Nomad's executor),
 ``hold`` holds 300 MB more for 36 s (two samples, at 5 s and 35 s).  Read back
-through the Metaflow client.
+through the Metaflow client.  The ``end`` step's card charts the run.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import sys
 import pytest
 
 from metaflow_nomad.runtime.usage import NO_SAMPLE
+from metaflow_nomad.usage_chart import BAR_PX, REQUESTED_COLOUR, USED_COLOUR
 from tests.integration.test_docker_tasks import docker_env, docker_s3  # noqa: F401 - fixture
-from tests.support import flows
+from tests.support import browser, flows
 from tests.support.metadata_service import (
     delete_headers_variable,
     put_headers_variable,
@@ -82,6 +84,72 @@ def _check_usage(run, measured: set[str], short_unsampled: bool) -> None:
         assert f"(allocation {alloc_id[:8]}, {url})." in run.output
 
 
+CARD_HTML = """
+import sys
+from metaflow import Step, namespace
+from metaflow.cards import get_cards
+namespace(None)
+card = get_cards(Step(sys.argv[1]).task, type="nomad_usage")[0]
+open(sys.argv[2], "w").write(card.get())
+"""
+
+
+def _card_pairs(page: str) -> list[dict[str, str]]:
+    pairs = []
+    for attrs in re.findall(r'<g class="bar-pair" ([^>]*)>', page):
+        pairs.append(dict(re.findall(r'data-([a-z-]+)="([^"]*)"', attrs)))
+    return pairs
+
+
+def _check_right_sizing(run, tmp_path) -> None:
+    """``nomad usage`` suggests less than was asked for the step that held 300 MB,
+    and the end step's card, drawn by Chromium, shows each step's bars with the
+    numbers of the metadata."""
+    tasks = _tasks(run)
+    report = subprocess.run(
+        [sys.executable, "usage_flow.py", "--no-pylint", "nomad", "usage", run.run_id],
+        cwd=run.workdir,
+        env={**flows.clean_environ(), **run.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+    rows = {line.split()[0]: line.split() for line in report.stdout.splitlines()[2:5]}
+    hold = tasks["hold"]
+    peak = f"{float(hold['nomad-usage-peak-memory-mb']):,.0f}"
+    assert rows["hold"][:5] == ["hold", "1", "1", "1,000", peak], report.stdout
+    assert int(rows["hold"][5].replace(",", "")) < 1000, report.stdout
+    assert "Not run on Nomad: join, end." in report.stdout
+
+    page_path = tmp_path / "usage-card.html"
+    flows.client_script(
+        run.workdir,
+        {**flows.clean_environ(), **run.env},
+        CARD_HTML,
+        f"UsageFlow/{run.run_id}/end",
+        str(page_path),
+    )
+    pairs = _card_pairs(page_path.read_text())
+    memory = {p["step"]: p for p in pairs if p["chart"] == "memory"}
+    assert set(memory) == {"start", "idle", "hold"}
+    for step in ("idle", "hold"):
+        assert float(memory[step]["used"]) == float(tasks[step]["nomad-usage-peak-memory-mb"])
+        assert memory[step]["requested"] == tasks[step]["nomad-usage-requested-memory-mb"]
+    png = browser.screenshot(page_path, tmp_path / "usage-card.png")
+    drawn = browser.drawn_bars(png, {REQUESTED_COLOUR, USED_COLOUR}, min_height=BAR_PX)
+    expected = [
+        (colour, int(pair[px]))
+        for pair in pairs
+        for colour, px in ((REQUESTED_COLOUR, "requested-px"), (USED_COLOUR, "used-px"))
+        if int(pair[px])
+    ]
+    assert [(bar.colour, bar.length) for bar in drawn] == expected, (drawn, expected)
+    # The hold step's used bar is longer than the idle step's: 300 MB more.
+    used = [bar.length for bar in drawn if bar.colour == USED_COLOUR]
+    assert used[1] > used[0]
+
+
 def test_raw_exec_usage_and_ui_links(nomad_agent, tmp_path):
     env = flows.flow_env(nomad_agent.address, tmp_path)
     run = flows.start_flow("usage_flow.py", tmp_path, env)
@@ -104,6 +172,7 @@ def test_raw_exec_usage_and_ui_links(nomad_agent, tmp_path):
     finally:
         run.finish(5)
     _check_usage(run, {"RSS", "Percent"}, short_unsampled=True)
+    _check_right_sizing(run, tmp_path)
 
 
 def test_docker_usage_and_ui_links(docker_s3, tmp_path):  # noqa: F811 - fixture import
@@ -112,6 +181,7 @@ def test_docker_usage_and_ui_links(docker_s3, tmp_path):  # noqa: F811 - fixture
     run = flows.run_flow("usage_flow.py", tmp_path, env, top_args=("--datastore=s3",), timeout=300)
     run.env = env
     _check_usage(run, {"RSS", "Usage", "Throttled Time", "Percent"}, short_unsampled=False)
+    _check_right_sizing(run, tmp_path)
 
 
 SERVICE_READ = """
