@@ -11,7 +11,7 @@ say() { [ -n "${STAGE_STATUS_FILE:-}" ] && echo "$*" >"$STAGE_STATUS_FILE"; retu
 
 stamp="$VENV/.installed"
 up_to_date=1
-for file in setup.cfg setup.py; do
+for file in pyproject.toml; do
   [ -e "$stamp" ] && [ "$stamp" -nt "$file" ] || up_to_date=0
 done
 if [ "$up_to_date" = 1 ]; then
@@ -20,6 +20,6 @@ if [ "$up_to_date" = 1 ]; then
 fi
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+"$VENV/bin/python" -m pip install -q -e '.[test]'
 touch "$stamp"
 say "installed: $VENV ($("$VENV/bin/python" --version 2>&1), metaflow $("$VENV/bin/python" -c 'import metaflow; print(metaflow.__version__)' 2>/dev/null))"

@@ -293,6 +293,11 @@ class NomadClient:
     def leader(self) -> str:
         return self._call("get", "status/leader", retry=False).json()
 
+    def agent_version(self) -> str | None:
+        """The version of the agent at the address (needs ``agent:read``)."""
+        config = self._call("get", "agent/self", retry=False).json().get("config") or {}
+        return (config.get("Version") or {}).get("Version")
+
     # -- the cluster ----------------------------------------------------------------
 
     def token_self(self) -> dict:

@@ -83,6 +83,30 @@ def check_connection(client: NomadClient) -> list[Check]:
     return [Check(OK, "address", f"{where} answers (leader {leader})"), _tls_summary(s)]
 
 
+def check_version(client: NomadClient) -> Check:
+    """Nomad's version at the address against the oldest this project supports."""
+    from metaflow_nomad.api.compatibility import MIN_NOMAD_VERSION, too_old_message, version_text
+
+    needed = version_text(MIN_NOMAD_VERSION)
+    try:
+        found = client.agent_version()
+    except NomadForbidden:
+        return Check(
+            SKIP,
+            "Nomad version",
+            f"not checked: the token may not read the agent (agent:read); "
+            f"{needed} or newer is needed",
+        )
+    except NomadClientError as exc:
+        return Check(SKIP, "Nomad version", f"not checked: {one_line(exc.detail)}")
+    if not found:
+        return Check(SKIP, "Nomad version", "not checked: the agent did not report one")
+    problem = too_old_message(found, client.settings.address)
+    if problem:
+        return Check(FAIL, "Nomad version", problem)
+    return Check(OK, "Nomad version", f"{found} ({needed} or newer is needed)")
+
+
 def _tls_summary(s: ConnectionSettings) -> Check:
     if not s.address.startswith("https://"):
         return Check(OK, "TLS", "not used (the address is http://)")

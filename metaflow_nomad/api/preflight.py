@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.connection import ConnectionSettings
-from metaflow_nomad.api.doctor import Check, check_capabilities, check_connection, check_token
+from metaflow_nomad.api.doctor import (
+    Check,
+    check_capabilities,
+    check_connection,
+    check_token,
+    check_version,
+)
 from metaflow_nomad.api.task_api import is_unix_address
 from metaflow_nomad.errors import NomadClientError, NomadPreflightError, sentence
 
@@ -60,6 +66,8 @@ def check_cluster_for_run(
     if failure is None and settings.token:
         failure = _first_failure([check_token(client)])
     if failure is None:
+        failure = _first_failure([check_version(client)])
+    if failure is None:
         failure = _first_failure(
             check_capabilities(
                 client, namespace or settings.namespace, region, RUN_CAPABILITIES, node_pool
@@ -90,4 +98,6 @@ def _sentence(check: Check) -> str:
         return sentence(check.detail)
     if check.name in ("TLS", "token"):
         return f"{check.name}: {check.detail}"
+    if check.name == "Nomad version":
+        return sentence(check.detail)
     return f"Cannot {check.name}: {check.detail}"

@@ -32,11 +32,25 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def version_line() -> str:
+    """This project's version and the Metaflow it runs with (read without importing it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from metaflow_nomad import __version__
+
+    try:
+        metaflow = version("metaflow")
+    except PackageNotFoundError:
+        metaflow = "not installed"
+    return f"metaflow-nomad {__version__} (Metaflow {metaflow})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metaflow-nomad",
         description="Tools for Metaflow steps on Nomad.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser(
         "render",

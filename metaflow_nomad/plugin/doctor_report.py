@@ -24,6 +24,7 @@ from metaflow_nomad.api.doctor import (
     check_capabilities,
     check_connection,
     check_token,
+    check_version,
     settings_report,
 )
 from metaflow_nomad.api.metadata_service import (
@@ -116,7 +117,11 @@ def check_cluster(report: Report, connection: ConnectionSettings) -> NomadClient
         return None
     token = check_token(client)
     report.add(token)
-    return None if token.failed else client
+    if token.failed:
+        return None
+    version = check_version(client)
+    report.add(version)
+    return None if version.failed else client
 
 
 def check_namespaces(report: Report, client: NomadClient, namespaces, region=None) -> set[str]:

@@ -63,11 +63,12 @@ def test_healthy_agent_passes_every_check_and_the_probe_cleans_up(
     lines = _lines(result.output)
     assert lines[-1].startswith("Verdict: all ") and lines[-1].endswith(" checks passed.")
     assert "FAIL" not in result.output
-    assert _section(lines, "Cluster:", 3) == [
+    assert _section(lines, "Cluster:", 4) == [
         f"ok    address: {nomad_agent.address} (from METAFLOW_NOMAD_ADDRESS) answers "
         f"(leader {nomad_client.leader()})",
         "ok    TLS: not used (the address is http://)",
         "ok    token: ACLs are disabled on this cluster: none needed",
+        "ok    Nomad version: 1.6.1 (1.6.0 or newer is needed)",
     ]
     assert "ok    driver raw_exec: healthy on 1 of 1 node(s)" in lines
     assert "ok    placement: the scheduler would place this step's job now" in lines
@@ -116,7 +117,7 @@ def test_a_driver_no_node_has(nomad_agent, nomad_client, tmp_path):
         "skip  placement: not planned: fix the lines above first",
     ]
     assert lines[-1] == (
-        "Verdict: 1 of 13 checks FAILED (driver docker (steps 'start', 'end')). "
+        "Verdict: 1 of 14 checks FAILED (driver docker (steps 'start', 'end')). "
         "Each FAIL line says what to change."
     )
 
@@ -185,7 +186,7 @@ def test_probe_fails_when_tasks_cannot_reach_the_datastore(
     assert probe[4] == f"ok    clean-up: job {job_id} stopped and purged"
     assert nomad_client.job(job_id) is None
     assert lines[-1] == (
-        "Verdict: 1 of 18 checks FAILED (code package download (probe)). "
+        "Verdict: 1 of 19 checks FAILED (code package download (probe)). "
         "Each FAIL line says what to change."
     )
 
@@ -222,7 +223,7 @@ def test_console_doctor_without_a_flow_file(nomad_agent, tmp_path):
         f"METAFLOW_NOMAD_ADDRESS (or NOMAD_ADDR): {nomad_agent.address} (from NOMAD_ADDR)" in lines
     )
     assert "ok    placement: the scheduler would place this step's job now" in lines
-    assert lines[-1] == "Verdict: all 13 checks passed."
+    assert lines[-1] == "Verdict: all 14 checks passed."
 
 
 @pytest.fixture()

@@ -125,6 +125,11 @@ def test_token_without_submit_rights(secure_agent, tmp_path):
         f"FAIL  stop jobs in namespace '{ns}': {_denied('submit-job')}",
     ]
     assert "skip  placement: not planned: the token may not submit jobs here" in lines
+    # A token without agent:read cannot see Nomad's version: said, not refused.
+    assert (
+        "skip  Nomad version: not checked: the token may not read the agent (agent:read); "
+        "1.6.0 or newer is needed"
+    ) in lines
     assert lines[-1] == (
         f"Verdict: 2 of 12 checks FAILED (submit jobs in namespace '{ns}', stop jobs in "
         f"namespace '{ns}') (1 warning(s)). Each FAIL line says what to change."

@@ -1,2 +1,2 @@
 __mf_extensions__ = "nomad"
-__version__ = "0.1.0"
+from metaflow_nomad import __version__  # noqa: F401 - the extension's version, one place

@@ -68,12 +68,24 @@ def prepare_flow(obj) -> None:
     """Put every step on Nomad, as Argo Workflows puts every step on Kubernetes, and
     check each step's settings now: a bad value must fail before anything is sent."""
     decorators._attach_decorators(obj.flow, ["nomad"])
-    decorators._process_late_attached_decorator(
-        ["nomad"], obj.flow, obj.graph, obj.environment, obj.flow_datastore, obj.logger
-    )
+    _init_attached_decorators(obj)
     obj.graph = obj.flow._graph
     raise_problems(flow_settings_problems(obj.flow, obj.graph))
     check_storage(obj.flow_datastore.TYPE, obj.metadata.TYPE)
+
+
+def _init_attached_decorators(obj) -> None:
+    """Initialise the decorators attached after the flow's start.  Newer Metaflow has
+    one call for it (which also reruns step mutators); Metaflow 2.16 has not, and
+    its own Argo CLI initialises them as done here."""
+    late = getattr(decorators, "_process_late_attached_decorator", None)
+    if late is not None:
+        late(["nomad"], obj.flow, obj.graph, obj.environment, obj.flow_datastore, obj.logger)
+        return
+    decorators._init(obj.flow)
+    decorators._init_step_decorators(
+        obj.flow, obj.graph, obj.environment, obj.flow_datastore, obj.logger
+    )
 
 
 def check_storage(datastore_type: str, metadata_type: str) -> None:

@@ -38,9 +38,9 @@ def runner(obj, max_workers, tags):
             "`nomad-workflows runner` runs inside a dispatched or periodic runner job. Use "
             "`nomad-workflows trigger` to start a run."
         )
-    plan = plan_runner_attempt(
-        obj.flow_datastore, run_id_for_runner_job(job_id), obj.graph.end_step
-    )
+    # Metaflow 2.16's graph has no end_step: its end step is always named "end".
+    end_step = getattr(obj.graph, "end_step", "end")
+    plan = plan_runner_attempt(obj.flow_datastore, run_id_for_runner_job(job_id), end_step)
     if plan.already_succeeded:
         obj.echo(f"Run {plan.origin_run_id} already finished; nothing to resume.")
         return
