@@ -39,7 +39,7 @@ QUICK_METRICS = {
 def test_quick_benchmark_reports_every_metric(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--json", str(out)],
+        [sys.executable, "benchmarks/run.py", "--quick", "--reps", "1", "--json", str(out)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,6 +1,8 @@
 """Issue 13 item 4: a deployed run stopped by the user, its runner lost, its flow
-redeployed while it runs.  On the plain agent and on the ACL+mTLS agent, where
-the runner acts with its workload identity alone."""
+redeployed while it runs.  ``terminate`` runs on the plain agent and on the
+ACL+mTLS agent; the lost runner and the redeploy run on the ACL+mTLS agent only,
+where the runner acts with its workload identity alone: the plain agent takes the
+same code path with no token, and each of those tests costs half a minute of CI."""
 
 from __future__ import annotations
 
@@ -72,6 +74,11 @@ def test_terminate_stops_the_runner_and_every_step_job(deploy_cluster, sleeper):
     assert again.returncode == 0 and "is not running (Terminated)" in again.output
 
 
+# The production-shaped cluster only (see the module's docstring).
+ACL_ONLY = pytest.mark.parametrize("deploy_cluster", ["acl"], indirect=True)
+
+
+@ACL_ONLY
 def test_a_lost_runner_is_replaced_and_resumes_the_run_reusing_finished_steps(
     deploy_cluster, sleeper
 ):
@@ -120,6 +127,7 @@ def test_a_lost_runner_is_replaced_and_resumes_the_run_reusing_finished_steps(
     assert f"The runner of {run_id} was lost; resuming it as {resumed}" in log
 
 
+@ACL_ONLY
 def test_a_redeploy_does_not_break_the_run_in_flight(deploy_cluster, tmp_path):
     create = deploy_cli(deploy_cluster, tmp_path, FILE, "--name=sleeper-v", "create")
     assert create.returncode == 0, create.output

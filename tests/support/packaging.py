@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,10 +21,31 @@ class Dist:
     sdist: Path
 
 
+# Not part of a release, and never to be written into by a build.
+NOT_COPIED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    ".metaflow",
+    "*.egg-info",
+    "build",
+    "dist",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
+)
+
+
 def build_dist(out_dir: Path) -> Dist:
-    """``python -m build`` of the repository, as a release would make it."""
+    """``python -m build`` of a copy of the repository, as a release would make it.
+
+    A copy, because setuptools writes ``metaflow_nomad.egg-info`` into the tree it
+    builds: in the repository, next to the editable install, Metaflow would then
+    find the extension twice in any process started there.
+    """
+    source = out_dir / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=NOT_COPIED)
     proc = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out_dir), str(REPO_ROOT)],
+        [sys.executable, "-m", "build", "--outdir", str(out_dir), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
