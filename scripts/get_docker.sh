@@ -13,7 +13,8 @@
 # host run by systemd, the docker-registry package enables its own service on port 5000; the
 # tests neither use nor need it. Docker Hub is not reachable, so the image is
 # built from Debian's packages with debootstrap, plus a venv at /opt/venv holding Metaflow
-# (the version installed in the project's .venv) and its runtime dependencies. The
+# (the version installed in the project's .venv), its runtime dependencies and uv (for
+# --environment=uv; on /opt/venv/bin, which is first on the image's PATH). The
 # metaflow-nomad code itself is not in the image: the code package brings it.
 # The tarball is cached under $METAFLOW_NOMAD_CACHE/docker (default ~/.cache/metaflow-nomad),
 # keyed on what goes into it, so later runs take well under a second.
@@ -25,8 +26,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST_PYTHON="${HOST_PYTHON:-$REPO_ROOT/.venv/bin/python}"
 SUITE="bookworm"                                  # Debian 12: Python 3.11, like the host
 DEBIAN_PACKAGES="python3,python3-venv,ca-certificates"
-PIP_PACKAGES="boto3 requests"                     # plus metaflow==<host version>
-IMAGE_REVISION=2                                  # bump when the recipe below changes
+PIP_PACKAGES="boto3 requests uv"                  # plus metaflow==<host version>; uv for --environment=uv
+IMAGE_REVISION=3                                  # bump when the recipe below changes
 
 log() { printf '[get_docker] %s\n' "$*" >&2; }
 # Tell scripts/stage.sh what this run did (no-op outside a stage).

@@ -14,11 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from metaflow.metaflow_config_funcs import config_values
-from metaflow.mflog import (
-    BASH_MFLOG,
-    BASH_SAVE_LOGS,
-    export_mflog_env_vars,
-)
+from metaflow.mflog import BASH_SAVE_LOGS, export_mflog_env_vars
 
 from metaflow_nomad.config import WORKLOAD_ENV
 from metaflow_nomad.model import (
@@ -30,7 +26,8 @@ from metaflow_nomad.model import (
     TaskLogs,
     claim_refusal,
 )
-from metaflow_nomad.render.code_package import code_package_setup, unquote_once
+from metaflow_nomad.render.code_package import code_package_setup
+from metaflow_nomad.render.environment_setup import step_shell
 from metaflow_nomad.render.shared_filesystem import card_root_link_commands, shared_filesystem_env
 
 LOGS_DIR = "$PWD/.logs"
@@ -197,14 +194,9 @@ def build_task_launch(environment, task: TaskScript) -> TaskLaunch:
     setup = code_package_setup(environment, task.code_package, datastore_type, task_setup)
     # Uploaded by the capture process as soon as it starts.
     init_cmds = [*setup.commands, *claim, "mflog 'Task is starting.'"]
-    # Only Metaflow's bootstrap commands carry the extra quoting level; the step
-    # command line is already quoted for bash and must reach it untouched.
-    bootstrap = [
-        unquote_once(cmd)
-        for cmd in environment.bootstrap_commands(identity.step_name, datastore_type)
-    ]
-    step = " && ".join([*bootstrap, task.step_cli])
-    step_command = shlex.quote(unquote_once(BASH_MFLOG) + "; " + step)
+    step_command = shlex.quote(
+        step_shell(environment, identity.step_name, datastore_type, task.step_cli)
+    )
     step_expr = f"{CAPTURE}{claim_option} bash -c {step_command}"
     init_expr = f"mkdir -p {logs_dir} && {mflog_expr} && {' && '.join(init_cmds)}"
     script = (

@@ -119,9 +119,10 @@ def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, s
     task gets its own copy of the user's files (``cp -a`` keeps the timestamps the
     bytecode was compiled against), so a step that writes into its flow directory
     cannot change another task's; Metaflow's library (``.mf_code``: 14 MB and 900
-    files, whose copy was 0.55 s of a 1.2 s no-op task) is a link to the cache
-    entry.  The cache directory is ``$METAFLOW_NOMAD_PACKAGE_CACHE`` (the
-    ``package_cache`` setting; default ``$TMPDIR`` or ``/tmp``).
+    files, whose copy was 0.55 s of a 1.2 s no-op task) is linked from the cache
+    entry, one link per top-level package.  The cache directory is
+    ``$METAFLOW_NOMAD_PACKAGE_CACHE`` (the ``package_cache`` setting; default
+    ``$TMPDIR`` or ``/tmp``).
     """
     fetch = unquote_once(
         " && ".join(c for c in fetch_cmds if c not in ("mflog 'Task is starting.'", "flush_mflogs"))
@@ -148,8 +149,12 @@ def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, s
         f'{{ [ -d "$pkg" ] || {{ echo {failed} >&2; exit 1; }}; }}',
         # The task's own copy of the user's files; Metaflow's library (.mf_code: most
         # of the package and of its bytecode) is shared from the cache, read-only.
+        # .mf_code is a directory of links, not a link: Metaflow finds the package's
+        # other files (.mf_meta) at .mf_code/.., which must be the task's own copy
+        # (the uv bootstrap moves uv.lock and pyproject.toml out of it).
         'mkdir metaflow && (shopt -s dotglob nullglob; for f in "$pkg"/*; do '
-        'if [ "${f##*/}" = .mf_code ]; then ln -s "$f" metaflow/.mf_code; '
+        'if [ "${f##*/}" = .mf_code ]; then mkdir metaflow/.mf_code && '
+        'for m in "$f"/*; do ln -s "$m" metaflow/.mf_code/; done; '
         'else cp -a "$f" metaflow/; fi; done)',
         "cd metaflow",
         *_post_extract_exports(code_package),

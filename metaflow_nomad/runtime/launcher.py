@@ -24,7 +24,11 @@ from metaflow_nomad.runtime.logs import (
     stream_logs,
     unseen_raw_lines,
 )
-from metaflow_nomad.runtime.outcome import TaskOutcome
+from metaflow_nomad.runtime.outcome import (
+    COMMAND_NOT_FOUND,
+    TaskOutcome,
+    describe_command_not_found,
+)
 from metaflow_nomad.runtime.plan import AttemptPlan
 from metaflow_nomad.runtime.task_metadata import record_task_metadata
 from metaflow_nomad.runtime.tracking import JobTracker, TaskEnd, end_report
@@ -36,7 +40,8 @@ ALLOC_URL_FIELD = "nomad-alloc-url"
 Echo = Callable[[str], None]
 # How long a failed step's launcher waits for Nomad's account of why it failed.
 NOMAD_ACCOUNT_WAIT_S = 60.0
-# Said of a failure unless the node's configuration refused the task.
+# Said of a failure unless the node's configuration refused the task, a command was
+# not found (exit status 127) or the bootstrap said why it could not start the step.
 TRANSIENT_ADVICE = " This could be a transient error. Use @retry to retry."
 
 
@@ -229,6 +234,8 @@ class TaskLauncher:
             if setup:
                 # The bootstrap said why and what to check: that is the advice.
                 reason, advice = f"{reason}: {setup.rstrip('.')}", ""
+            elif outcome.exit_code == COMMAND_NOT_FOUND:
+                reason = describe_command_not_found(tails.get("stderr", []), outcome.node_name)
         allocation = (outcome.alloc_id or "-")[:8]
         if outcome.alloc_id and self._plan.ui_url:
             allocation += f", {self._alloc_url(outcome.alloc_id)}"

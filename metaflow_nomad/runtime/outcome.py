@@ -223,6 +223,40 @@ def _is_latest(image: str) -> bool:
     return "@" not in name and (":" not in name or name.endswith(":latest"))
 
 
+# The shell's exit status for a command it could not find or run.
+COMMAND_NOT_FOUND = 127
+# bash ("bash: line 1: uv: command not found", "bash: /opt/x: No such file or
+# directory") and dash ("sh: 1: uv: not found") name the command this way.
+_NOT_FOUND_RE = re.compile(
+    r"^\S+: (?:(?:line )?\d+: )?(\S+): (?:command not found|not found|No such file or directory)$"
+)
+_NOT_FOUND_FIX = (
+    "install it on the node (raw_exec, exec) or in the image (docker), or put it on the "
+    "task's PATH (the step's `env` setting or @environment); another attempt would fail "
+    "the same way"
+)
+
+
+def describe_command_not_found(stderr_lines: list[str], node: str | None) -> str:
+    """Why a task exited with ``COMMAND_NOT_FOUND``, from the end of its stderr.
+
+    The step, or the bootstrap before it, ran a command the node does not have: not
+    a transient error, so the verdict names the command and where to provide it
+    (the shell's line says which, when it is in ``stderr_lines``).
+    """
+    for line in reversed(stderr_lines):
+        match = _NOT_FOUND_RE.match(line.strip())
+        if match:
+            return (
+                f"the task exited with code {COMMAND_NOT_FOUND}: `{match.group(1)}` was not "
+                f"found on node {node} ({line.strip()}); {_NOT_FOUND_FIX}"
+            )
+    return (
+        f"the task exited with code {COMMAND_NOT_FOUND}: a command it runs was not found "
+        f"on node {node}; {_NOT_FOUND_FIX}"
+    )
+
+
 def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) -> TaskOutcome:
     """Exit code, signal and OOM state from the task's events, in words for the user."""
     status = alloc.get("ClientStatus", "unknown")
@@ -281,6 +315,8 @@ def outcome_from_allocation(alloc: dict, task_name: str, memory_mb: int | None) 
         message = f"the task exited with code {exit_code}"
     else:
         message = ""
+    # A missing command: the launcher's verdict names it (describe_command_not_found).
+    permanent = permanent or exit_code == COMMAND_NOT_FOUND
     if messages and status != "complete":
         message = "; ".join(filter(None, [message, *messages]))
     return TaskOutcome(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ import pytest
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.testing.local_agent import LocalAgent
-from tests.support.flows import agent_flow_env, flow_source, wait_for
+from tests.support import flows
+from tests.support.flows import agent_flow_env, wait_for
 
 # Small enough for many tasks on one test node; the runner forwards them to its steps.
 SMALL_STEPS = {
@@ -117,7 +117,7 @@ class Cli:
 
 def copy_flow(flow_file: str, workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(flow_source(flow_file), workdir / flow_file)
+    flows.copy_flow(flow_file, workdir)
 
 
 def deploy_cli(

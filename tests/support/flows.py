@@ -25,6 +25,23 @@ def flow_source(flow_file: str) -> Path:
     return candidate if candidate.exists() else EXAMPLES / flow_file
 
 
+def copy_flow(flow_file: str, workdir: Path) -> str:
+    """Put a test flow into ``workdir``; return the name to run it by.
+
+    ``flow_file`` is a flow of tests/flows (or of the examples), or a flow of a
+    project directory there (``uv_project/uv_flow.py``): a project's flow needs its
+    files beside it (``pyproject.toml`` and ``uv.lock`` for ``--environment=uv``), so
+    the whole directory is copied, as a user's checkout would hold it.
+    """
+    source = flow_source(flow_file)
+    if source.parent in (FLOWS, EXAMPLES):
+        shutil.copy(source, workdir / source.name)
+    else:
+        ignored = shutil.ignore_patterns(".venv", "__pycache__")
+        shutil.copytree(source.parent, workdir, ignore=ignored, dirs_exist_ok=True)
+    return source.name
+
+
 def agent_path_env() -> dict[str, str]:
     """The environment a test agent needs for its raw_exec tasks."""
     return {"PATH": interpreter_path()}
@@ -126,7 +143,7 @@ def start_flow(
     session (so that ``killpg`` is a terminal's Ctrl-C)."""
     workdir.mkdir(parents=True, exist_ok=True)
     if copy:
-        shutil.copy(flow_source(flow_file), workdir / flow_file)
+        flow_file = copy_flow(flow_file, workdir)
     extra = ["--run-id-file", str(workdir / "run_id")] if command in ("run", "resume") else []
     log_path = workdir / "output.log"
     with open(log_path, "wb") as log:

@@ -75,3 +75,30 @@ def test_download_errors_that_retrying_cannot_fix_are_not_retried(error, retry, 
     retried, said, _ = s3_fetch.classify(error, "http://s3:9000")
     assert retried is retry
     assert said.startswith(reason)
+
+
+def test_a_task_moving_the_packages_other_files_leaves_the_node_cache_whole(environment, tmp_path):
+    """Metaflow finds a package's other files at ``.mf_code/..``; the uv bootstrap moves
+    uv.lock from there.  With ``.mf_code`` a link, that was the node's cache entry, and
+    every later task of the flow on the node failed ("Could not find uv.lock")."""
+    entry = tmp_path / "cache" / PACKAGE["sha"]
+    (entry / ".mf_code" / "metaflow").mkdir(parents=True)
+    (entry / ".mf_code" / "metaflow" / "__init__.py").write_text("")
+    (entry / ".mf_meta").mkdir()
+    (entry / ".mf_meta" / "uv.lock").write_text("lock")
+    (entry / "flow.py").write_text("")
+    setup = code_package_setup(environment, PACKAGE, "s3")
+    moved = "mv .mf_code/../.mf_meta/uv.lock uv.lock && test -f uv.lock"  # as Metaflow finds it
+    for task in ("task1", "task2"):  # two tasks of one flow on one node
+        (tmp_path / task).mkdir()
+        ran = subprocess.run(
+            ["bash", "-c", " && ".join([*setup.commands, moved])],
+            cwd=tmp_path / task,
+            env={"PATH": "/usr/bin:/bin", "METAFLOW_NOMAD_PACKAGE_CACHE": str(tmp_path / "cache")},
+            capture_output=True,
+            text=True,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert (entry / ".mf_meta" / "uv.lock").read_text() == "lock"
+        linked = tmp_path / task / "metaflow" / ".mf_code" / "metaflow"
+        assert linked.is_symlink() and linked.resolve() == entry / ".mf_code" / "metaflow"

@@ -333,6 +333,36 @@ def test_the_bootstraps_own_reason_replaces_the_retry_advice(tmp_path, nomad):
     )
 
 
+def test_a_command_not_found_is_named_and_not_called_transient(tmp_path, nomad):
+    raw = {"stderr": "bash: line 1: flush_mflogs: command not found\n"}
+    attempt = Attempt(tmp_path, nomad(alloc("failed", terminated(127)), raw_logs=raw))
+    attempt.write("stderr", "bash: line 1: flush_mflogs: command not found")
+    with pytest.raises(NomadJobFailed) as failed:
+        attempt.run()
+    text = str(failed.value)
+    assert text.startswith(
+        f"Step failed on Nomad (job {JOB_ID}, allocation a1b2c3d4): the task exited with code "
+        "127: `flush_mflogs` was not found on node node-1 (bash: line 1: flush_mflogs: "
+        "command not found); install it on the node"
+    )
+    assert TRANSIENT_ADVICE not in text
+
+
+def test_an_environment_that_could_not_be_set_up_is_not_called_transient(tmp_path, nomad):
+    reason = (
+        "the step's Metaflow environment (uv) could not be set up on this node: its "
+        "bootstrap ended with exit status 1 before the step started"
+    )
+    raw = {"stderr": f"error: Failed to download `inflection==0.5.1`\nmetaflow-nomad: {reason}.\n"}
+    attempt = Attempt(tmp_path, nomad(alloc("failed", terminated(1)), raw_logs=raw))
+    with pytest.raises(NomadJobFailed) as failed:
+        attempt.run()
+    assert str(failed.value) == (
+        f"Step failed on Nomad (job {JOB_ID}, allocation a1b2c3d4): the task exited with "
+        f"code 1: {reason}."
+    )
+
+
 def test_a_task_migrated_off_a_draining_node_fails_without_nomads_raw_logs(tmp_path, nomad):
     drained = alloc(
         "complete", terminated(0), desired="stop", description="alloc is being migrated"

@@ -7,7 +7,9 @@ agent the integration tests use (trimmed to the fields that matter).
 import pytest
 
 from metaflow_nomad.runtime.outcome import (
+    COMMAND_NOT_FOUND,
     TaskOutcome,
+    describe_command_not_found,
     describe_placement_failure,
     outcome_from_allocation,
     registry_of,
@@ -110,6 +112,38 @@ def test_exit_code_without_restart_noise():
     assert (outcome.status, outcome.exit_code, outcome.signal) == ("failed", 1, None)
     assert outcome.message == "the task exited with code 1"
     assert not outcome.succeeded
+
+
+def test_exit_127_is_a_missing_command_not_a_transient_failure():
+    outcome = outcome_from_allocation(_alloc([_terminated(127), NOT_RESTARTING]), "metaflow", 256)
+    assert outcome.exit_code == COMMAND_NOT_FOUND
+    assert outcome.message == "the task exited with code 127"
+    assert outcome.permanent
+
+
+@pytest.mark.parametrize(
+    "line, command",
+    [
+        # What the task printed before this fix, under --environment=uv.
+        ("bash: line 1: flush_mflogs: command not found", "flush_mflogs"),
+        ("bash: uv: command not found", "uv"),
+        ("/bin/sh: 1: uv: not found", "uv"),  # dash
+        ("bash: /opt/tools/bin/run: No such file or directory", "/opt/tools/bin/run"),
+    ],
+)
+def test_the_shells_line_names_the_missing_command(line, command):
+    stderr = ["Bootstrapping uv project...", line, "[save_logs] upload_success"]
+    said = describe_command_not_found(stderr, "node-1")
+    assert said.startswith(
+        f"the task exited with code 127: `{command}` was not found on node node-1 ({line}); "
+        "install it on the node (raw_exec, exec) or in the image (docker), or put it on the "
+        "task's PATH"
+    )
+
+
+def test_without_the_shells_line_the_command_is_not_named():
+    said = describe_command_not_found(["cp: cannot stat 'x': No such file or directory"], "n")
+    assert said.startswith("the task exited with code 127: a command it runs was not found on n")
 
 
 def test_success():
