@@ -136,6 +136,9 @@ LEASE_FILE = "_nomad_lease"
 
 # The exit status of a task whose attempt another allocation holds (``task.attempt_claim``).
 CLAIMED_ELSEWHERE = 3
+# The shell's exit status for a command it could not find; a task's environment
+# check exits with it too when the node lacks what the environment needs.
+COMMAND_NOT_FOUND = 127
 
 
 def claim_refusal(attempt_file: str, holder: str) -> str:

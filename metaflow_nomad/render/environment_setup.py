@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from metaflow.mflog import BASH_MFLOG
 
+from metaflow_nomad.model import COMMAND_NOT_FOUND
 from metaflow_nomad.render.code_package import MARKER, unquote_once
-from metaflow_nomad.runtime.outcome import COMMAND_NOT_FOUND
 
 if TYPE_CHECKING:
     from metaflow.metaflow_environment import MetaflowEnvironment

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from metaflow_nomad.api.ui_links import allocation_url
 from metaflow_nomad.errors import NomadJobFailed, NomadJobKilled
-from metaflow_nomad.model import TASK_NAME, TaskLogs
+from metaflow_nomad.model import COMMAND_NOT_FOUND, TASK_NAME, TaskLogs
 from metaflow_nomad.runtime.guard import JobGuard
 from metaflow_nomad.runtime.logs import (
     StreamedLines,
@@ -24,11 +24,7 @@ from metaflow_nomad.runtime.logs import (
     stream_logs,
     unseen_raw_lines,
 )
-from metaflow_nomad.runtime.outcome import (
-    COMMAND_NOT_FOUND,
-    TaskOutcome,
-    describe_command_not_found,
-)
+from metaflow_nomad.runtime.outcome import TaskOutcome, describe_command_not_found
 from metaflow_nomad.runtime.plan import AttemptPlan
 from metaflow_nomad.runtime.task_metadata import record_task_metadata
 from metaflow_nomad.runtime.tracking import JobTracker, TaskEnd, end_report

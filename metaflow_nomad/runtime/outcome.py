@@ -11,6 +11,8 @@ import re
 import signal as signals
 from dataclasses import dataclass
 
+from metaflow_nomad.model import COMMAND_NOT_FOUND
+
 TERMINAL_CLIENT_STATUS = {"complete", "failed", "lost", "unknown"}
 SIGKILL = 9
 FATAL_EVENTS = {
@@ -223,8 +225,6 @@ def _is_latest(image: str) -> bool:
     return "@" not in name and (":" not in name or name.endswith(":latest"))
 
 
-# The shell's exit status for a command it could not find or run.
-COMMAND_NOT_FOUND = 127
 # bash ("bash: line 1: uv: command not found", "bash: /opt/x: No such file or
 # directory") and dash ("sh: 1: uv: not found") name the command this way.
 _NOT_FOUND_RE = re.compile(

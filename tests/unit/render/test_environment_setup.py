@@ -13,13 +13,13 @@ import pytest
 from metaflow.metaflow_environment import MetaflowEnvironment
 from metaflow.plugins.uv.uv_environment import UVEnvironment
 
+from metaflow_nomad.model import COMMAND_NOT_FOUND
 from metaflow_nomad.render.environment_setup import (
     NODE_REQUIREMENTS,
     environment_bootstrap,
     missing_command_check,
     step_shell,
 )
-from metaflow_nomad.runtime.outcome import COMMAND_NOT_FOUND
 
 STEP = "echo step-ran"
 

@@ -6,8 +6,8 @@ agent the integration tests use (trimmed to the fields that matter).
 
 import pytest
 
+from metaflow_nomad.model import COMMAND_NOT_FOUND
 from metaflow_nomad.runtime.outcome import (
-    COMMAND_NOT_FOUND,
     TaskOutcome,
     describe_command_not_found,
     describe_placement_failure,
