@@ -55,7 +55,9 @@ def code_package_setup(
             fetch_cmds, replaced = _with_s3_fetch(fetch_cmds, code_package["url"])
             if replaced:
                 definitions = _s3_fetch_definition()
-    commands = [*_cached_package_commands(fetch_cmds, code_package), *task_setup]
+    # An environment bootstrap (uv, pypi, conda) changes the package's own files.
+    own_copy = getattr(environment, "TYPE", "local") != "local"
+    commands = [*_cached_package_commands(fetch_cmds, code_package, own_copy), *task_setup]
     return PackageSetup(definitions, commands)
 
 
@@ -108,7 +110,9 @@ def _post_extract_exports(code_package: Mapping[str, str]) -> list[str]:
     return exports
 
 
-def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, str]) -> list[str]:
+def _cached_package_commands(
+    fetch_cmds: list[str], code_package: Mapping[str, str], own_copy: bool
+) -> list[str]:
     """Fetch and unpack the code package once per node, with compiled bytecode.
 
     Every task otherwise downloads and unpacks its own copy, and each of its
@@ -149,16 +153,23 @@ def _cached_package_commands(fetch_cmds: list[str], code_package: Mapping[str, s
         f'{{ [ -d "$pkg" ] || {{ echo {failed} >&2; exit 1; }}; }}',
         # The task's own copy of the user's files; Metaflow's library (.mf_code: most
         # of the package and of its bytecode) is shared from the cache, read-only.
-        # .mf_code is a directory of links, not a link: Metaflow finds the package's
-        # other files (.mf_meta) at .mf_code/.., which must be the task's own copy
-        # (the uv bootstrap moves uv.lock and pyproject.toml out of it).
         'mkdir metaflow && (shopt -s dotglob nullglob; for f in "$pkg"/*; do '
-        'if [ "${f##*/}" = .mf_code ]; then mkdir metaflow/.mf_code && '
-        'for m in "$f"/*; do ln -s "$m" metaflow/.mf_code/; done; '
+        f'if [ "${{f##*/}}" = .mf_code ]; then {_LINK_OWN_MF_CODE if own_copy else _LINK_MF_CODE}; '
         'else cp -a "$f" metaflow/; fi; done)',
         "cd metaflow",
         *_post_extract_exports(code_package),
     ]
+
+
+# .mf_code as one link to the cache entry: the fast path (a directory of links made
+# the docker suite's foreach with @retry 39 s -> 90 s).
+_LINK_MF_CODE = 'ln -s "$f" metaflow/.mf_code'
+# With an environment bootstrap, .mf_code is a directory of links instead: Metaflow
+# finds the package's other files (.mf_meta) at .mf_code/.., which must then be the
+# task's own copy (uv's bootstrap moves uv.lock and pyproject.toml out of it).
+_LINK_OWN_MF_CODE = (
+    'mkdir metaflow/.mf_code && for m in "$f"/*; do ln -s "$m" metaflow/.mf_code/; done'
+)
 
 
 def _shared_filesystem_package_commands(code_package: Mapping[str, str]) -> list[str]:

@@ -147,9 +147,10 @@ def test_the_user_guide_flow_and_render_run_from_the_install(leg, nomad_agent, t
 
 
 def test_a_foreach_with_retry_runs_from_the_install(leg, nomad_agent, tmp_path):
-    shutil.copy(flow_source("matrix_retry_flow.py"), tmp_path / "matrix_retry_flow.py")
+    shutil.copy(flow_source("track_retry_flow.py"), tmp_path / "track_retry_flow.py")
     env = _leg_env(leg, nomad_agent.address, tmp_path)
-    run = _run(leg, tmp_path, env, "matrix_retry_flow.py", "--no-pylint", "run")
+    width = ("--width", "3", "--flaky", "1")
+    run = _run(leg, tmp_path, env, "track_retry_flow.py", "--no-pylint", "run", *width)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     assert "transient failure of item 1" in output

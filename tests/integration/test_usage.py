@@ -139,15 +139,18 @@ def _check_right_sizing(run, tmp_path) -> None:
     png = browser.screenshot(page_path, tmp_path / "usage-card.png")
     drawn = browser.drawn_bars(png, {REQUESTED_COLOUR, USED_COLOUR}, min_height=BAR_PX)
     expected = [
-        (colour, int(pair[px]))
+        (pair["chart"], pair["step"], colour, int(pair[px]))
         for pair in pairs
         for colour, px in ((REQUESTED_COLOUR, "requested-px"), (USED_COLOUR, "used-px"))
         if int(pair[px])
     ]
-    assert [(bar.colour, bar.length) for bar in drawn] == expected, (drawn, expected)
-    # The hold step's used bar is longer than the idle step's: 300 MB more.
-    used = [bar.length for bar in drawn if bar.colour == USED_COLOUR]
-    assert used[1] > used[0]
+    assert [(bar.colour, bar.length) for bar in drawn] == [e[2:] for e in expected], (
+        drawn,
+        expected,
+    )
+    # The hold step's used memory bar is longer than the idle step's: 300 MB more.
+    used = {(chart, step): px for chart, step, colour, px in expected if colour == USED_COLOUR}
+    assert used[("memory", "hold")] > used[("memory", "idle")]
 
 
 def test_raw_exec_usage_and_ui_links(nomad_agent, tmp_path):
