@@ -5,16 +5,13 @@ integration tests pass (tests/integration/test_doctor.py)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from metaflow_nomad.api import preflight
 from metaflow_nomad.api.compatibility import parse_version, too_old_message
 from metaflow_nomad.api.connection import ConnectionSettings
 from metaflow_nomad.errors import NomadPreflightError
+from tests.support.http_stub import http_stub
 
 ANSWERS = {
     "/v1/status/leader": "127.0.0.1:4647",
@@ -22,27 +19,15 @@ ANSWERS = {
 }
 
 
-class _OldNomad(BaseHTTPRequestHandler):
-    def do_GET(self):
-        path = self.path.split("?")[0]
-        body = json.dumps(ANSWERS.get(path, {})).encode()
-        self.send_response(200 if path in ANSWERS else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def _as_nomad_1_5(request):
+    path = request.path.split("?")[0]
+    return (200, ANSWERS[path]) if path in ANSWERS else (404, {})
 
 
 @pytest.fixture()
 def old_nomad():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OldNomad)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_stub(_as_nomad_1_5) as stub:
+        yield stub.url
 
 
 @pytest.mark.parametrize(

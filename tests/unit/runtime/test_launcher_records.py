@@ -15,6 +15,7 @@ from metaflow_nomad.runtime.task_metadata import (
     record_task_metadata,
 )
 from metaflow_nomad.runtime.usage import NO_SAMPLE
+from tests.support.http_stub import http_stub
 from tests.unit.runtime.test_guard import isolated_signals  # noqa: F401 - autouse fixture
 from tests.unit.runtime.test_launcher import (
     ALLOC_ID,
@@ -116,71 +117,37 @@ def test_a_record_that_cannot_be_written_is_said_not_raised(tmp_path):
     )
 
 
-class _Service:
-    """A stdlib HTTP server answering each POST with the next status of ``statuses``."""
-
-    def __init__(self, statuses: list[int]):
-        import http.server
-        import threading
-
-        self.requests: list[tuple[str, dict, list]] = []
-        service = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                service.requests.append((self.path, headers, body))
-                self.send_response(statuses.pop(0))
-                self.end_headers()
-                self.wfile.write(b"[]")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_records_reach_the_service_with_the_runtimes_headers_after_a_5xx(monkeypatch):
     monkeypatch.setattr("metaflow_nomad.runtime.task_metadata.time.sleep", lambda s: None)
-    service = _Service([503, 200])
+    statuses = [503, 200]
     said: list[str] = []
-    try:
-        plan = AttemptPlan(IDENTITY, metadata_type="service", metadata_service_url=service.url)
+    with http_stub(lambda request: (statuses.pop(0), [])) as service:
+        url = f"{service.url}/api"
+        plan = AttemptPlan(IDENTITY, metadata_type="service", metadata_service_url=url)
         headers = json.dumps({"x-api-key": "k-123"})
         record_task_metadata(
             plan, {"nomad-alloc-url": URL}, said.append, {SERVICE_HEADERS_ENV: headers}
         )
-    finally:
-        service.close()
     assert said == []
     assert len(service.requests) == 2
-    path, sent_headers, body = service.requests[-1]
+    sent = service.requests[-1]
     who = IDENTITY
-    assert path == (
+    assert sent.path == (
         f"/api/flows/{who.flow_name}/runs/{who.run_id}/steps/{who.step_name}"
         f"/tasks/{who.task_id}/metadata"
     )
-    assert sent_headers["x-api-key"] == "k-123"
-    assert [(r["field_name"], r["value"], r["tags"]) for r in body] == [
+    assert sent.headers["x-api-key"] == "k-123"
+    assert [(r["field_name"], r["value"], r["tags"]) for r in sent.json()] == [
         ("nomad-alloc-url", URL, ["attempt_id:0"])
     ]
 
 
 def test_a_refused_record_is_said_once_and_not_tried_again():
-    service = _Service([403])
     said: list[str] = []
-    try:
-        plan = AttemptPlan(IDENTITY, metadata_type="service", metadata_service_url=service.url)
+    with http_stub(lambda request: (403, [])) as service:
+        url = f"{service.url}/api"
+        plan = AttemptPlan(IDENTITY, metadata_type="service", metadata_service_url=url)
         record_task_metadata(plan, {"nomad-alloc-url": URL}, said.append, {})
-    finally:
-        service.close()
     assert len(service.requests) == 1
     assert said[0].startswith("Could not record the task's Nomad metadata (nomad-alloc-url)")
     assert "403" in said[0]
