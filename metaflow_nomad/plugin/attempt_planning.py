@@ -101,8 +101,9 @@ def _local_metadata_dir(metadata_type: str, identity) -> str | None:
     return os.path.join(root, *task, META_DIR)
 
 
+@functools.lru_cache(maxsize=1)
 def _service_url() -> str | None:
-    """The metadata service this runtime records to (Metaflow's SERVICE_URL)."""
+    """The metadata service this runtime records to (Metaflow's SERVICE_URL), read once."""
     from metaflow.metaflow_config import SERVICE_URL
 
     return SERVICE_URL

@@ -106,14 +106,7 @@ def _check_right_sizing(run, tmp_path) -> None:
     and the end step's card, drawn by Chromium, shows each step's bars with the
     numbers of the metadata."""
     tasks = _tasks(run)
-    report = subprocess.run(
-        [sys.executable, "usage_flow.py", "--no-pylint", "nomad", "usage", run.run_id],
-        cwd=run.workdir,
-        env={**flows.clean_environ(), **run.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    report = flows.flow_cli(run, "usage_flow.py", "nomad", "usage", run.run_id)
     assert report.returncode == 0, report.stdout + report.stderr
     rows = {line.split()[0]: line.split() for line in report.stdout.splitlines()[2:5]}
     hold = tasks["hold"]

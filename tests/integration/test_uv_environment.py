@@ -11,7 +11,6 @@ task with one line that names uv and how to provide it, not a "transient error".
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,14 +43,7 @@ def _check_run(run: flows.FlowRun) -> None:
     assert run.returncode == 0, run.output
     steps = flows.read_run(run, f"UvFlow/{run.run_id}")["steps"]
     assert steps["start"][0]["data"]["inflection_version"] == LOCKED_VERSION
-    logs = subprocess.run(
-        [sys.executable, "uv_flow.py", "--no-pylint", "logs", f"{run.run_id}/start"],
-        cwd=run.workdir,
-        env={**flows.clean_environ(), **run.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    logs = flows.flow_cli(run, "uv_flow.py", "logs", f"{run.run_id}/start")
     assert logs.returncode == 0, logs.stdout + logs.stderr
     for line in (*BOOTSTRAP_LINES, f"inflection {LOCKED_VERSION} from uv.lock"):
         assert line in logs.stdout, logs.stdout

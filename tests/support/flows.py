@@ -211,6 +211,19 @@ def read_run(run: FlowRun, pathspec: str) -> dict:
     return json.loads(client_script(run.workdir, env, READ_RUN, pathspec, timeout=120))
 
 
+def flow_cli(run: FlowRun, flow_file: str, *args: str) -> subprocess.CompletedProcess:
+    """``python flow.py ARGS`` after ``run``, in its directory with its settings, as the
+    user types it next (``logs``, ``nomad usage``); ``run``'s own output is kept."""
+    return subprocess.run(
+        [sys.executable, flow_file, "--no-pylint", *args],
+        cwd=run.workdir,
+        env={**clean_environ(), **run.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def client_script(workdir: Path, env: dict, code: str, *args: str, timeout: float = 300) -> str:
     """Run Python in the flow's directory, as a user's notebook or script would; its
     output, once it succeeded (``args`` are its ``sys.argv[1:]``)."""
