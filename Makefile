@@ -32,7 +32,7 @@ demo: setup nomad docker
 	@$(PY) scripts/demo.py
 
 test: setup nomad docker browser lint
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15 tests
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration" tests

@@ -7,14 +7,35 @@ an instant: between the check and the server's bind, any outgoing connection of 
 suite (a launcher's keep-alive to an agent, a boto call to S3) can take it as its own
 local port, and the agent then dies with "address already in use".  Nothing takes a
 port from this band unless it asks for that number.
+
+When pytest-xdist runs the suite in several worker processes, each worker takes its
+own slice of the band: workers do not see each other's handed-out ports, and two of
+them must not pick the same free port for two servers.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 
-PORT_BAND = range(15000, 20000)
+WHOLE_BAND = range(15000, 20000)
+
+
+def worker_band(worker: str | None, workers: str | None) -> range:
+    """This process's slice of ``WHOLE_BAND``: all of it outside pytest-xdist, else the
+    slice of worker ``gwN`` out of ``workers``."""
+    if not worker or not workers:
+        return WHOLE_BAND
+    index, count = int(worker.removeprefix("gw")), int(workers)
+    size = len(WHOLE_BAND) // count
+    low = WHOLE_BAND.start + index * size
+    return range(low, low + size)
+
+
+PORT_BAND = worker_band(
+    os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+)
 
 # Ports handed out by this process: a caller asking for three ports gets three,
 # even before it binds any of them.

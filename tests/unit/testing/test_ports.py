@@ -1,7 +1,7 @@
 import socket
 from pathlib import Path
 
-from metaflow_nomad.testing.ports import PORT_BAND, free_port
+from metaflow_nomad.testing.ports import PORT_BAND, WHOLE_BAND, free_port, worker_band
 
 
 def _ephemeral_range() -> range:
@@ -30,3 +30,11 @@ def test_a_port_something_listens_on_is_never_given():
         listener.listen()
         taken = listener.getsockname()[1]
         assert taken not in {free_port() for _ in range(200)}
+
+
+def test_xdist_workers_take_disjoint_slices_of_the_band():
+    slices = [worker_band(f"gw{i}", "2") for i in range(2)]
+    assert not set(slices[0]) & set(slices[1])
+    assert all(len(s) == len(WHOLE_BAND) // 2 for s in slices)
+    assert all(s.start >= WHOLE_BAND.start and s.stop <= WHOLE_BAND.stop for s in slices)
+    assert worker_band(None, None) == WHOLE_BAND
