@@ -26,6 +26,9 @@ META_TEMPLATE_VERSION = "metaflow.template_version"
 META_TEMPLATE_SHA256 = "metaflow.template_sha256"
 # A deployed flow's jobs (step jobs and runner jobs) name their deployment.
 META_DEPLOYMENT = "metaflow.deployment"
+# The events that started a deployed run (JSON), in the environment of its runner and
+# of every task: each task builds current.trigger from it.
+TRIGGERS_ENV = "METAFLOW_NOMAD_TRIGGERS"
 
 _ID_UNSAFE = re.compile(r"[^a-z0-9-]+")
 

@@ -27,6 +27,7 @@ from metaflow_nomad.api.diagnosis import (
 from metaflow_nomad.api.transport import HttpError, NoAnswer, Response, Transport
 from metaflow_nomad.errors import (
     NomadBadRequest,
+    NomadClientError,
     NomadNotFound,
 )
 
@@ -216,6 +217,41 @@ class NomadClient:
         if filter_expr:
             params["filter"] = filter_expr
         return self._call("get", "jobs", params=params).json()
+
+    def variable(self, path: str, namespace: str | None = None) -> dict | None:
+        """A Nomad Variable (``Items`` and ``ModifyIndex``), or None if there is none."""
+        try:
+            params = _ns(namespace or self.settings.namespace)
+            return self._call("get", "var/" + path, params=params).json()
+        except NomadNotFound:
+            return None
+
+    def put_variable(
+        self, path: str, items: dict[str, str], namespace: str | None, cas: int | None = None
+    ) -> bool:
+        """Write a Variable; with ``cas`` only if its ModifyIndex is still ``cas`` (0: only
+        if it does not exist).  False when another writer came first (HTTP 409)."""
+        params = _ns(namespace or self.settings.namespace)
+        if cas is not None:
+            params["cas"] = str(cas)
+        body = {"Path": path, "Items": items}
+        return self._write_if_current("put", "var/" + path, params, body)
+
+    def delete_variable(self, path: str, namespace: str | None, cas: int | None = None) -> bool:
+        """Delete a Variable; with ``cas`` only if unchanged since (False otherwise)."""
+        params = _ns(namespace or self.settings.namespace)
+        if cas is not None:
+            params["cas"] = str(cas)
+        return self._write_if_current("delete", "var/" + path, params, None)
+
+    def _write_if_current(self, method: str, path: str, params: dict, body: Any) -> bool:
+        try:
+            self._call(method, path, params=params, json=body, retry=False)
+        except NomadClientError as conflict:
+            if conflict.status == 409:
+                return False
+            raise
+        return True
 
     def blocking_get(
         self, path: str, index: int = 0, wait_s: float = BLOCKING_WAIT_S, params: dict | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from metaflow_nomad.api.client import NomadClient
 from metaflow_nomad.api.lookup import find_jobs, stop_jobs
+from metaflow_nomad.deploy.event_dispatch import forget_pending
 from metaflow_nomad.deploy.naming import (
     attempt_run_id,
     base_run_id,
@@ -26,6 +27,7 @@ from metaflow_nomad.deploy.registration import (
     versions_in_use,
 )
 from metaflow_nomad.deploy.runner_job import RUNNER_TASK
+from metaflow_nomad.deploy.triggers import describe_events, read_triggers
 from metaflow_nomad.errors import NomadClientError, NomadException
 
 PENDING, RUNNING, SUCCEEDED, FAILED, TERMINATED = (
@@ -53,6 +55,7 @@ class DeployedRun:
     state: str
     detail: str
     attempts: int
+    triggered_by: str = ""
 
 
 def dispatch(
@@ -96,6 +99,7 @@ def describe_run(client: NomadClient, stub: dict) -> DeployedRun:
         state=state,
         detail=detail,
         attempts=max(1, len(allocs)),
+        triggered_by=describe_events(stub.get("Meta") or {}),
     )
 
 
@@ -158,8 +162,12 @@ def delete(
     client: NomadClient, flow_name: str, deployment: str, namespace: str | None
 ) -> tuple[list[str], list[str]]:
     """Deregister (and purge) the deployment's runner jobs, and its step jobs that no
-    run uses; runs in flight go on.  Returns (deleted, kept) job IDs."""
+    run uses, and forget the events it was still waiting on: nothing may start it
+    later.  Runs in flight go on.  Returns (deleted, kept) job IDs."""
     deleted, kept = [], []
+    runner = client.job(deployment, namespace=namespace)
+    if runner is not None and len(read_triggers(runner.get("Meta") or {})) > 1:
+        forget_pending(client, deployment, namespace)
     for job_id in (deployment, schedule_job_id(deployment)):
         if client.job(job_id, namespace=namespace) is None:
             continue

@@ -55,12 +55,24 @@ class RunnerJob:
     template: str | None = None
 
 
+@dataclass(frozen=True)
+class RunnerCommands:
+    """What a runner runs: the run (``runner``), then, once the run has succeeded,
+    the announcement of its finish event (``announce-finish``)."""
+
+    python: str
+    run: Sequence[str]
+    on_success: Sequence[str]
+
+    def line(self, argv: Sequence[str]) -> str:
+        return " ".join([shlex.quote(self.python), "-u", *(shlex.quote(a) for a in argv)])
+
+
 def runner_launch(
     environment,
     code_package: Mapping[str, str],
     datastore_type: str,
-    python: str,
-    runner_argv: Sequence[str],
+    commands: RunnerCommands,
     env: Mapping[str, str],
 ) -> TaskLaunch:
     """The runner's script: fetch the code package (once per node), then run the
@@ -68,11 +80,12 @@ def runner_launch(
     package = code_package_setup(environment, code_package, datastore_type)
     # Metaflow's mflog helpers then only echo: the runner has no task log of its own.
     setup = " && ".join(["export MFLOG_STDOUT=/dev/null", *package.commands])
-    command = " ".join([shlex.quote(python), "-u", *(shlex.quote(a) for a in runner_argv)])
+    announce = f"if [ $c -eq 0 ]; then {commands.line(commands.on_success)}; fi"
     script = (
         STOP_SIGNAL_TRAPS + '${METAFLOW_INIT_SCRIPT:+eval "${METAFLOW_INIT_SCRIPT}"}\n'
         f"{package.definitions}{setup}\n"
-        f"c=$?\n{TASK_API_EXPORT}\n{forward_stop_signals(command)}\nexit $c\n"
+        f"c=$?\n{TASK_API_EXPORT}\n"
+        f"{forward_stop_signals(commands.line(commands.run), [announce])}\nexit $c\n"
     )
     return TaskLaunch(script=script, env=dict(env))
 

@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
         "flow_file", nargs="?", default=None, help="the flow's Python file (optional)"
     )
     _flow_options(doctor)
+    event = sub.add_parser("event", help="events that start deployed flows (@trigger)")
+    event_sub = event.add_subparsers(dest="event_command", required=True)
+    publish = event_sub.add_parser(
+        "publish",
+        help="start every deployment that waits on the event NAME, in one Nomad namespace",
+    )
+    publish.add_argument("name", help="the event's name")
+    publish.add_argument(
+        "--payload",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a payload field (repeatable); VALUE is JSON if it parses, else a string",
+    )
+    publish.add_argument("--namespace", default=None, help="the deployments' Nomad namespace")
     return parser
 
 
@@ -104,6 +119,39 @@ def doctor_main(args, passed_through: list[str]) -> int:
     return 0 if doctor_without_flow() else 1
 
 
+def publish_main(args) -> int:
+    """``metaflow-nomad event publish``: one line per deployment the event reached."""
+    from metaflow_nomad.errors import NomadException
+    from metaflow_nomad.events import NomadEvent
+
+    try:
+        payload = dict(_payload_field(field) for field in args.payload)
+        deliveries = NomadEvent(args.name, payload).publish(namespace=args.namespace)
+    except (NomadException, ValueError) as failure:
+        print(f"metaflow-nomad event publish: {failure}", file=sys.stderr)
+        return 1
+    if not deliveries:
+        print(f"No deployment waits on the event {args.name}.")
+    for delivery in deliveries:
+        if delivery.run_id:
+            print(f"{delivery.deployment}: started run {delivery.run_id}")
+        else:
+            print(f"{delivery.deployment}: still waiting for {', '.join(delivery.missing)}")
+    return 0
+
+
+def _payload_field(field: str) -> tuple[str, object]:
+    import json
+
+    key, sep, value = field.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--payload {field!r} is not KEY=VALUE.")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def _absolute_values(options: list[str]) -> list[str]:
     """The flow runs in its own directory: a relative ``--values`` path must still work."""
     result = list(options)
@@ -121,4 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "doctor":
         return doctor_main(args, passed_through)
+    if args.command == "event":
+        if passed_through:
+            print(f"metaflow-nomad event: unknown options {passed_through}", file=sys.stderr)
+            return 2
+        return publish_main(args)
     return render_main(args, passed_through)

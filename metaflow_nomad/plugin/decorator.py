@@ -7,6 +7,7 @@ is rendered or submitted.  The per-attempt launcher does not import it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -25,6 +26,7 @@ from metaflow_nomad.model import (
     META_TEMPLATE_SHA256,
     META_TEMPLATE_VERSION,
     NODE_NAME_ENV,
+    TRIGGERS_ENV,
     task_meta_env,
 )
 from metaflow_nomad.plugin.packaging import project_file, shipped_modules
@@ -263,6 +265,12 @@ class NomadDecorator(StepDecorator):
             "nomad-template-version": os.environ.get(task_meta_env(META_TEMPLATE_VERSION)),
             "nomad-template-sha256": os.environ.get(task_meta_env(META_TEMPLATE_SHA256)),
         }
+        events = os.environ.get(TRIGGERS_ENV)
+        if events:
+            _expose_trigger(events)
+            if step_name == getattr(graph, "start_step", "start"):
+                # Where the UI and `nomad-workflows list-runs` look for what started a run.
+                fields["execution-triggers"] = events
         metadata.register_metadata(
             run_id,
             step_name,
@@ -299,3 +307,11 @@ class NomadDecorator(StepDecorator):
                 0
             ]
             cls.package_metadata = package.package_metadata
+
+
+def _expose_trigger(events: str) -> None:
+    """``current.trigger`` in a task of a run that events started, as Argo's steps have it."""
+    from metaflow import current
+    from metaflow.events import Trigger
+
+    current._update_env({"trigger": Trigger(json.loads(events))})

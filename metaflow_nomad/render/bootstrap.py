@@ -21,6 +21,7 @@ from metaflow_nomad.model import (
     CLAIMED_ELSEWHERE,
     EXIT_FILE_ENV,
     LOGS_IN_PLACE_ENV,
+    TRIGGERS_ENV,
     JobIdentity,
     TaskLaunch,
     TaskLogs,
@@ -112,7 +113,8 @@ def forwarded_metaflow_config(launcher_environ: Mapping[str, str]) -> dict[str, 
     ``METAFLOW_SERVICE_INTERNAL_URL`` when it is set (as ``@kubernetes`` pods do).  A
     deployed run's production token (``launcher_environ`` is then the runner's) goes to
     every task, so that the tasks, their cards and their client calls see the run in its
-    namespace, as Argo Workflows' steps do.
+    namespace, as Argo Workflows' steps do; so do the events that started it, from which
+    each task builds ``current.trigger``.
     """
     from metaflow import metaflow_config as mc
 
@@ -125,8 +127,9 @@ def forwarded_metaflow_config(launcher_environ: Mapping[str, str]) -> dict[str, 
             env["METAFLOW_" + name] = launcher_environ["METAFLOW_" + name]
     if env.get("METAFLOW_SERVICE_INTERNAL_URL"):
         env["METAFLOW_SERVICE_URL"] = env["METAFLOW_SERVICE_INTERNAL_URL"]
-    if launcher_environ.get(PRODUCTION_TOKEN_ENV):
-        env[PRODUCTION_TOKEN_ENV] = launcher_environ[PRODUCTION_TOKEN_ENV]
+    for name in (PRODUCTION_TOKEN_ENV, TRIGGERS_ENV):
+        if launcher_environ.get(name):
+            env[name] = launcher_environ[name]
     for key, value in config_values():
         if key.startswith(("METAFLOW_CONDA_", "METAFLOW_DEBUG_")):
             env[key] = value

@@ -26,10 +26,17 @@ from metaflow_nomad.deploy.runner_job import (
     META_PRODUCTION_TOKEN,
     META_RUNNER_KIND,
     SCHEDULE,
+    RunnerCommands,
     RunnerJob,
     runner_launch,
 )
 from metaflow_nomad.deploy.schedule import flow_schedule
+from metaflow_nomad.deploy.triggers import (
+    TRIGGERS_META,
+    flow_triggers,
+    read_triggers,
+    triggers_meta,
+)
 from metaflow_nomad.errors import NomadException, raise_problems
 from metaflow_nomad.model import META_DEPLOYMENT, META_FLOW_NAME
 from metaflow_nomad.plugin.deploy.context import Deployment
@@ -123,8 +130,9 @@ def save_code_package(obj) -> dict[str, str]:
     return {"url": url, "sha": sha, "metadata": package.package_metadata}
 
 
-def runner_argv(obj, deployment: Deployment, options: RunnerOptions) -> list[str]:
-    """``flow.py <top-level options> nomad-workflows [--name] runner ...`` as the runner runs it."""
+def runner_commands(obj, deployment: Deployment, options: RunnerOptions) -> RunnerCommands:
+    """``flow.py <top-level options> nomad-workflows [--name] runner ...`` as the runner
+    runs it, and the ``announce-finish`` that follows a run that succeeded."""
     datastore = obj.flow_datastore
     top = [
         os.path.basename(sys.argv[0]),
@@ -141,16 +149,22 @@ def runner_argv(obj, deployment: Deployment, options: RunnerOptions) -> list[str
         top.append(f"--with={spec}")
     for deco in decorators.flow_decorators(obj.flow):
         for name, value in deco.get_top_level_options():
-            if value is True:
-                top.append(f"--{name}")
-            elif value not in (None, False):
-                top.append(f"--{name}={value}")
+            # A multiple option (@trigger_on_finish's --trigger) comes as a tuple.
+            for one in value if isinstance(value, (list, tuple)) else [value]:
+                if one is True:
+                    top.append(f"--{name}")
+                elif one not in (None, False):
+                    top.append(f"--{name}={one}")
     group = ["nomad-workflows"]
     if deployment.given_name:
         group.append(f"--name={deployment.given_name}")
     runner = ["runner", f"--max-workers={options.max_workers}"]
     runner += [f"--tag={tag}" for tag in options.tags]
-    return top + group + runner
+    return RunnerCommands(
+        python=read_config().get("NOMAD_PYTHON") or "python",
+        run=top + group + runner,
+        on_success=[*top, "--quiet", *group, "announce-finish"],
+    )
 
 
 def render_flow_step_jobs(obj, deployment: Deployment, inputs: RenderInputs):
@@ -187,6 +201,19 @@ def runner_env(obj, token: str, step_jobs: str) -> dict[str, str]:
     return env
 
 
+def deployment_triggers(flow, deployment: Deployment):
+    """The events the deployment waits on (``@trigger``, ``@trigger_on_finish``)."""
+    project = {"project_name": deployment.project or "", "branch_name": deployment.branch or ""}
+    return flow_triggers(flow, flow_parameter_names(flow), project)
+
+
+def dispatch_meta_keys(flow, runner_meta: Mapping[str, str]) -> tuple[str, ...]:
+    """The runner job's dispatch meta: the flow's parameters, and the events that
+    started the run if the deployment waits on events."""
+    names = tuple(flow_parameter_names(flow))
+    return (*names, TRIGGERS_META) if read_triggers(runner_meta) else names
+
+
 def runner_jobs(
     obj,
     deployment: Deployment,
@@ -200,8 +227,7 @@ def runner_jobs(
         obj.environment,
         code_package,
         obj.flow_datastore.TYPE,
-        read_config().get("NOMAD_PYTHON") or "python",
-        runner_argv(obj, deployment, options),
+        runner_commands(obj, deployment, options),
         runner_env(obj, token, step_jobs),
     )
     meta = {
@@ -211,6 +237,7 @@ def runner_jobs(
         META_PRODUCTION_TOKEN: token,
         META_PARAMETERS: json.dumps(parameter_info(obj.flow), sort_keys=True),
         **deployment.project_meta,
+        **triggers_meta(deployment_triggers(obj.flow, deployment)),
     }
     described = {
         "name": deployment.name,
@@ -228,7 +255,7 @@ def runner_jobs(
     jobs = [
         RunnerJob(
             job_id=deployment.name,
-            trigger=RunnerTrigger(DISPATCH, meta_optional=tuple(flow_parameter_names(obj.flow))),
+            trigger=RunnerTrigger(DISPATCH, meta_optional=dispatch_meta_keys(obj.flow, meta)),
             meta={**meta, META_RUNNER_KIND: DISPATCH},
             **common,
         )

@@ -15,7 +15,7 @@ import json
 from metaflow import parameters
 from metaflow._vendor import click
 
-from metaflow_nomad.plugin.deploy.runner import runner, start_run
+from metaflow_nomad.plugin.deploy.runner import announce_finish, runner, start_run
 from metaflow_nomad.plugin.deploy.runs import delete, list_runs, policy, status, terminate
 
 
@@ -134,6 +134,7 @@ def create(
     _write_attributes(deployer_attribute_file, deployment.name, obj)
     for line in registered:
         obj.echo(line, indent=True, no_bold=True)
+    _echo_triggers(obj, jobs[0].meta)
     obj.echo(
         f"Trigger a run with: python {_flow_file()} nomad-workflows trigger "
         "[--<parameter> <value> ...]",
@@ -231,6 +232,20 @@ def trigger(obj, run_id_file=None, deployer_attribute_file=None, **kwargs):
     obj.echo(f"Run *{run_id}* of *{obj.deployment.name}* triggered on Nomad.", bold=True)
 
 
+def _echo_triggers(obj, runner_meta) -> None:
+    from metaflow_nomad.deploy.event_dispatch import PENDING_EVENT_TTL_S
+    from metaflow_nomad.deploy.triggers import describe, read_triggers
+
+    triggers = read_triggers(runner_meta)
+    if not triggers:
+        return
+    obj.echo(f"A run starts on {describe(triggers)}.", bold=True)
+    if len(triggers) > 1:
+        obj.echo(
+            f"An event waits up to {PENDING_EVENT_TTL_S // 3600} h for the others.", indent=True
+        )
+
+
 def _write_attributes(path: str | None, name: str, obj) -> None:
     if path:
         with open(path, "w") as handle:
@@ -247,5 +262,5 @@ def _flow_file() -> str:
     return os.path.basename(sys.argv[0])
 
 
-for _command in (list_runs, status, terminate, delete, policy, runner, start_run):
+for _command in (list_runs, status, terminate, delete, policy, runner, start_run, announce_finish):
     nomad_workflows.add_command(_command)

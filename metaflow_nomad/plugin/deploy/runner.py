@@ -30,7 +30,9 @@ def runner(obj, max_workers, tags):
     from metaflow_nomad.api.lookup import stop_run_jobs
     from metaflow_nomad.deploy.attempts import plan_runner_attempt
     from metaflow_nomad.deploy.naming import run_id_for_runner_job
-    from metaflow_nomad.deploy.parameters import flow_parameter_names, run_options
+    from metaflow_nomad.deploy.parameters import flow_parameter_names, meta_env_name, run_options
+    from metaflow_nomad.deploy.triggers import TRIGGERS_META
+    from metaflow_nomad.model import TRIGGERS_ENV
 
     job_id = os.environ.get("NOMAD_JOB_ID")
     if not job_id or "/" not in job_id:
@@ -47,6 +49,10 @@ def runner(obj, max_workers, tags):
     for earlier in plan.earlier:
         # A lost runner could not stop its steps' jobs; they would race the resumed ones.
         stop_run_jobs(obj.flow.name, earlier, echo=obj.echo)
+    events = os.environ.get(meta_env_name(TRIGGERS_META))
+    if events:
+        # Every task of the run builds current.trigger from it.
+        os.environ[TRIGGERS_ENV] = events
     top, group = _invocation(sys.argv)
     common = [f"--max-workers={max_workers}", *(f"--tag={tag}" for tag in tags)]
     if plan.origin_run_id is None:
@@ -63,6 +69,46 @@ def runner(obj, max_workers, tags):
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-u", *argv])
+
+
+@click.command(
+    name="announce-finish", hidden=True, help="Publish this run's finish event (inside the runner)."
+)
+@click.pass_obj
+def announce_finish(obj):
+    """Start the deployments waiting on this flow (``@trigger_on_finish``): the runner
+    runs this once its run has succeeded, with its own identity."""
+    from metaflow import current
+
+    from metaflow_nomad.deploy.attempts import plan_runner_attempt
+    from metaflow_nomad.deploy.naming import run_id_for_runner_job
+    from metaflow_nomad.deploy.triggers import RUN, finish_event_name
+    from metaflow_nomad.events import NomadEvent
+
+    job_id = os.environ.get("NOMAD_JOB_ID") or ""
+    end_step = getattr(obj.graph, "end_step", "end")
+    plan = plan_runner_attempt(obj.flow_datastore, run_id_for_runner_job(job_id), end_step)
+    if not plan.already_succeeded:
+        raise NotARunner(f"Runner job {job_id!r} has no finished run to announce.")
+    run_id = plan.origin_run_id
+    [end_task] = obj.flow_datastore.get_task_datastores(run_id=run_id, steps=[end_step])
+    pathspec = f"{obj.flow.name}/{run_id}/{end_step}/{end_task.task_id}"
+    payload = {
+        "id": pathspec,
+        "pathspec": pathspec,
+        "flow_name": obj.flow.name,
+        "run_id": run_id,
+        "step_name": end_step,
+        "task_id": end_task.task_id,
+        "auto-generated-by-metaflow": True,
+    }
+    for key in ("project_name", "branch_name", "is_user_branch", "is_production"):
+        if current.get(key):
+            payload[key] = current.get(key)
+    name = finish_event_name(current.get("project_flow_name") or obj.flow.name)
+    for delivery in NomadEvent(name, payload).safe_publish(kind=RUN):
+        started = f"started run {delivery.run_id}" if delivery.run_id else "recorded the event"
+        click.echo(f"{name}: {delivery.deployment} {started}.", err=True)
 
 
 def _invocation(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -51,9 +51,10 @@ def list_runs(obj, **flags):
         shown += 1
         detail = f" ({run.detail})" if run.detail else ""
         resumed = f" resumed {run.attempts - 1}x" if run.attempts > 1 else ""
+        cause = f" triggered by {run.triggered_by}" if run.triggered_by else ""
         obj.echo(
             f"*{run.run_id}* startedAt:'{_when(run.submitted)}' *{run.state}*{detail}{resumed} "
-            f"job {run.job_id}"
+            f"job {run.job_id}{cause}"
         )
     if not shown:
         which = " or ".join(sorted(wanted)) + " " if wanted else ""
@@ -72,6 +73,8 @@ def status(obj, run_id):
     obj.echo(f"Run *{run.run_id}* of *{obj.deployment.name}* (runner job {run.job_id}):")
     if run.detail:
         obj.echo(run.detail, indent=True)
+    if run.triggered_by:
+        obj.echo(f"Triggered by {run.triggered_by}.", indent=True)
     click.echo(run.state)
 
 
