@@ -13,8 +13,11 @@ from metaflow import decorators
 from metaflow.util import get_username
 
 from metaflow_nomad.config import SETTING_SPECS, STEP_JOBS_ENV, read_config
+from metaflow_nomad.deploy.attempts import RESUME_META
 from metaflow_nomad.deploy.naming import schedule_job_id
 from metaflow_nomad.deploy.parameters import (
+    config_names,
+    config_value_env,
     flow_parameter_names,
     parameter_info,
     unschedulable_parameter,
@@ -25,6 +28,7 @@ from metaflow_nomad.deploy.runner_job import (
     META_PARAMETERS,
     META_PRODUCTION_TOKEN,
     META_RUNNER_KIND,
+    META_STEPS,
     SCHEDULE,
     RunnerJob,
     runner_launch,
@@ -168,9 +172,10 @@ def render_flow_step_jobs(obj, deployment: Deployment, inputs: RenderInputs):
 
 def runner_env(obj, token: str, step_jobs: str) -> dict[str, str]:
     """The runner's environment: Metaflow's settings for the datastore and services,
-    the flow-wide METAFLOW_NOMAD_* settings its steps are launched with, and who
-    the runs belong to.  No credential: the runner's only one is its identity (the
-    metadata service's headers come from a Nomad Variable, feature service_auth)."""
+    the flow-wide METAFLOW_NOMAD_* settings its steps are launched with, who the
+    runs belong to, and where to read the flow's Configs.  No credential: the
+    runner's only one is its identity (the metadata service's headers come from a
+    Nomad Variable, feature service_auth)."""
     env = forwarded_metaflow_config(os.environ)
     for name, value in read_config().items():
         if name not in NOT_FORWARDED:
@@ -182,6 +187,7 @@ def runner_env(obj, token: str, step_jobs: str) -> dict[str, str]:
             "METAFLOW_USER": get_username(),
             "METAFLOW_PRODUCTION_TOKEN": token,
             STEP_JOBS_ENV: step_jobs,
+            **config_value_env(config_names(obj.flow)),
         }
     )
     return env
@@ -210,6 +216,7 @@ def runner_jobs(
         META_OWNER: get_username(),
         META_PRODUCTION_TOKEN: token,
         META_PARAMETERS: json.dumps(parameter_info(obj.flow), sort_keys=True),
+        META_STEPS: ",".join(obj.graph.sorted_nodes),
         **deployment.project_meta,
     }
     described = {
@@ -228,7 +235,9 @@ def runner_jobs(
     jobs = [
         RunnerJob(
             job_id=deployment.name,
-            trigger=RunnerTrigger(DISPATCH, meta_optional=tuple(flow_parameter_names(obj.flow))),
+            trigger=RunnerTrigger(
+                DISPATCH, meta_optional=(*flow_parameter_names(obj.flow), *RESUME_META)
+            ),
             meta={**meta, META_RUNNER_KIND: DISPATCH},
             **common,
         )

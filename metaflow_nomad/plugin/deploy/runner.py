@@ -4,7 +4,8 @@
 earlier runner of it was lost, stops what such a runner left behind, and then
 replaces itself with the flow's runtime: ``start-run`` for a first attempt
 (Metaflow's ``run``, with the run id fixed), Metaflow's own ``resume`` for a
-later one.
+later one, or for a run dispatched by ``nomad-workflows resume``.  What it was
+dispatched with (parameters, the run to resume) it reads from its job's Meta.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class NotARunner(NomadException):
 @click.pass_obj
 def runner(obj, max_workers, tags):
     from metaflow_nomad.api.lookup import stop_run_jobs
-    from metaflow_nomad.deploy.attempts import plan_runner_attempt
+    from metaflow_nomad.deploy.attempts import plan_runner_attempt, resume_request
     from metaflow_nomad.deploy.naming import run_id_for_runner_job
     from metaflow_nomad.deploy.parameters import flow_parameter_names, run_options
 
@@ -40,7 +41,10 @@ def runner(obj, max_workers, tags):
         )
     # Metaflow 2.16's graph has no end_step: its end step is always named "end".
     end_step = getattr(obj.graph, "end_step", "end")
-    plan = plan_runner_attempt(obj.flow_datastore, run_id_for_runner_job(job_id), end_step)
+    meta = _own_meta(job_id)
+    plan = plan_runner_attempt(
+        obj.flow_datastore, run_id_for_runner_job(job_id), end_step, resume_request(meta)
+    )
     if plan.already_succeeded:
         obj.echo(f"Run {plan.origin_run_id} already finished; nothing to resume.")
         return
@@ -52,17 +56,39 @@ def runner(obj, max_workers, tags):
     if plan.origin_run_id is None:
         obj.echo(f"Starting run {plan.run_id} (runner job {job_id}).")
         argv = [*top, *group, "start-run", f"--run-id={plan.run_id}", *common]
-        argv += run_options(flow_parameter_names(obj.flow), os.environ)
+        argv += run_options(flow_parameter_names(obj.flow), meta)
     else:
-        obj.echo(
-            f"The runner of {plan.origin_run_id} was lost; resuming it as {plan.run_id}, "
-            "reusing the tasks that finished."
-        )
+        obj.echo(_resume_line(plan))
         argv = [*top, "resume", f"--origin-run-id={plan.origin_run_id}", f"--run-id={plan.run_id}"]
-        argv += common
+        argv += [*common, *([plan.step_to_rerun] if plan.step_to_rerun else [])]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-u", *argv])
+
+
+def _own_meta(job_id: str) -> dict[str, str]:
+    """This runner job's Meta: its parent's, plus what it was dispatched with.  Only
+    the Meta tells a parameter that was not dispatched (NOMAD_META_<key> is then "")."""
+    from metaflow_nomad.api.client import default_client
+
+    job = default_client().job(job_id, namespace=os.environ.get("NOMAD_NAMESPACE"))
+    if job is None:
+        raise NotARunner(f"The runner job {job_id} is not on Nomad any more; nothing to run.")
+    return job.get("Meta") or {}
+
+
+def _resume_line(plan) -> str:
+    """Say in the runner's log why this run is a resume, and of what."""
+    if plan.earlier:
+        return (
+            f"The runner of {plan.origin_run_id} was lost; resuming it as {plan.run_id}, "
+            "reusing the tasks that finished."
+        )
+    again = f", running {plan.step_to_rerun} again" if plan.step_to_rerun else ""
+    return (
+        f"Resuming run {plan.origin_run_id} as {plan.run_id}, reusing the tasks that "
+        f"finished{again}."
+    )
 
 
 def _invocation(argv: list[str]) -> tuple[list[str], list[str]]:
