@@ -6,15 +6,25 @@ strings a user would type after ``--name`` on the command line; the runner
 passes them to ``run`` unchanged, so the same click types check them with the
 same messages as a local run.  ``trigger`` checks them before dispatching, so a
 bad value normally fails on the caller's side with nothing started.
+
+The runner reads them from its job's Meta, not from ``NOMAD_META_*``: Nomad
+gives a task every optional meta key of its parameterized job as a variable,
+set to "" when the dispatch did not carry it, so the environment cannot tell a
+parameter left to its default from one given as "".
+
+Flow Configs are not parameters: ``create`` materialises their values in the
+code package, and the runner is told to read them from there, as Argo Workflows
+tells its containers.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 
-_ENV_UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
+# Metaflow's environment variable for --config-value; `kv.<name>` values are read
+# from the code package's CONFIG file (what Argo Workflows sets on its containers).
+CONFIG_VALUE_ENV = "METAFLOW_FLOW_CONFIG_VALUE"
 
 
 def flow_parameter_names(flow) -> list[str]:
@@ -76,16 +86,28 @@ def dispatch_meta(flow, option_values: Mapping[str, object]) -> dict[str, str]:
     return meta
 
 
-def meta_env_name(key: str) -> str:
-    """The variable under which Nomad gives a task the job's meta ``key``."""
-    return "NOMAD_META_" + _ENV_UNSAFE.sub("_", key)
-
-
-def run_options(names: list[str], environ: Mapping[str, str]) -> list[str]:
-    """``--name value`` for each parameter the runner job was dispatched with."""
+def run_options(names: list[str], job_meta: Mapping[str, str]) -> list[str]:
+    """``--name value`` for each parameter the runner job was dispatched with (its
+    job's Meta holds only those); the others keep the flow's defaults."""
     options = []
     for name in names:
-        value = environ.get(meta_env_name(name))
+        value = job_meta.get(name)
         if value is not None:
             options += [f"--{name}", value]
     return options
+
+
+def config_names(flow) -> list[str]:
+    """The names of the flow's Configs, in definition order."""
+    return [p.name for _, p in flow._get_parameters() if p.IS_CONFIG_PARAMETER]
+
+
+def config_value_env(names: list[str]) -> dict[str, str]:
+    """The runner's ``METAFLOW_FLOW_CONFIG_VALUE``: every Config read from the code
+    package (``kv.<name>``), where ``create`` stored the values it was given, so a
+    run, its steps and a resume all see the deployed values, not the defaults."""
+    from metaflow.user_configs.config_options import ConfigInput
+
+    if not names:
+        return {}
+    return {CONFIG_VALUE_ENV: json.dumps({n: ConfigInput.make_key_name(n) for n in names})}

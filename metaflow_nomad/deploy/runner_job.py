@@ -37,6 +37,9 @@ META_RUNNER_KIND = "metaflow.runner_kind"
 META_OWNER = "metaflow.owner"
 META_PRODUCTION_TOKEN = "metaflow.production_token"
 META_PARAMETERS = "metaflow.parameters"
+# The flow's steps, comma-separated: `resume --step` is checked against them, also
+# from a Deployer rebuilt by `from_deployment`, whose stand-in flow has other steps.
+META_STEPS = "metaflow.steps"
 
 # The runner reaches Nomad only through the Task API socket, with its workload identity.
 TASK_API_EXPORT = 'export METAFLOW_NOMAD_ADDRESS="unix://${NOMAD_SECRETS_DIR}/api.sock"'

@@ -61,7 +61,12 @@ def deployed(deploy_cluster, tmp_path_factory):
 
 def test_create_registers_a_runner_job_and_one_parameterized_job_per_step(deploy_cluster, deployed):
     runner = deploy_cluster.api("GET", "/v1/job/deployflow")
-    assert runner["ParameterizedJob"]["MetaOptional"] == ["alpha", "greeting"]
+    assert runner["ParameterizedJob"]["MetaOptional"] == [
+        "alpha",
+        "greeting",
+        "metaflow.resume_origin_run_id",
+        "metaflow.resume_step",
+    ]
     assert runner["Meta"]["metaflow.flow_name"] == "DeployFlow"
     task = runner["TaskGroups"][0]["Tasks"][0]
     assert task["Identity"]["Env"] is True

@@ -13,8 +13,11 @@ from metaflow import decorators
 from metaflow.util import get_username
 
 from metaflow_nomad.config import SETTING_SPECS, STEP_JOBS_ENV, read_config
+from metaflow_nomad.deploy.attempts import RESUME_META
 from metaflow_nomad.deploy.naming import schedule_job_id
 from metaflow_nomad.deploy.parameters import (
+    config_names,
+    config_value_env,
     flow_parameter_names,
     parameter_info,
     unschedulable_parameter,
@@ -25,6 +28,7 @@ from metaflow_nomad.deploy.runner_job import (
     META_PARAMETERS,
     META_PRODUCTION_TOKEN,
     META_RUNNER_KIND,
+    META_STEPS,
     SCHEDULE,
     RunnerCommands,
     RunnerJob,
@@ -182,9 +186,10 @@ def render_flow_step_jobs(obj, deployment: Deployment, inputs: RenderInputs):
 
 def runner_env(obj, token: str, step_jobs: str) -> dict[str, str]:
     """The runner's environment: Metaflow's settings for the datastore and services,
-    the flow-wide METAFLOW_NOMAD_* settings its steps are launched with, and who
-    the runs belong to.  No credential: the runner's only one is its identity (the
-    metadata service's headers come from a Nomad Variable, feature service_auth)."""
+    the flow-wide METAFLOW_NOMAD_* settings its steps are launched with, who the
+    runs belong to, and where to read the flow's Configs.  No credential: the
+    runner's only one is its identity (the metadata service's headers come from a
+    Nomad Variable, feature service_auth)."""
     env = forwarded_metaflow_config(os.environ)
     for name, value in read_config().items():
         if name not in NOT_FORWARDED:
@@ -196,6 +201,7 @@ def runner_env(obj, token: str, step_jobs: str) -> dict[str, str]:
             "METAFLOW_USER": get_username(),
             "METAFLOW_PRODUCTION_TOKEN": token,
             STEP_JOBS_ENV: step_jobs,
+            **config_value_env(config_names(obj.flow)),
         }
     )
     return env
@@ -208,10 +214,10 @@ def deployment_triggers(flow, deployment: Deployment):
 
 
 def dispatch_meta_keys(flow, runner_meta: Mapping[str, str]) -> tuple[str, ...]:
-    """The runner job's dispatch meta: the flow's parameters, and the events that
-    started the run if the deployment waits on events."""
-    names = tuple(flow_parameter_names(flow))
-    return (*names, TRIGGERS_META) if read_triggers(runner_meta) else names
+    """The runner job's dispatch meta: the flow's parameters, the events that started
+    the run if the deployment waits on events, and what ``resume`` dispatches."""
+    names = (*flow_parameter_names(flow), *((TRIGGERS_META,) if read_triggers(runner_meta) else ()))
+    return (*names, *RESUME_META)
 
 
 def runner_jobs(
@@ -236,6 +242,7 @@ def runner_jobs(
         META_OWNER: get_username(),
         META_PRODUCTION_TOKEN: token,
         META_PARAMETERS: json.dumps(parameter_info(obj.flow), sort_keys=True),
+        META_STEPS: ",".join(obj.graph.sorted_nodes),
         **deployment.project_meta,
         **triggers_meta(deployment_triggers(obj.flow, deployment)),
     }

@@ -2,6 +2,7 @@
 
 The life cycle follows ``argo-workflows``: ``create`` registers the runner jobs
 (and stores the code package), ``trigger`` starts a run with parameters,
+``resume`` starts a run that resumes an earlier one,
 ``list-runs``/``status`` follow runs, ``terminate`` stops one, ``delete``
 removes the deployment.  ``render`` prints the runner jobs without sending
 anything, and ``policy`` the ACL policy a runner needs.  The hidden ``runner``
@@ -200,9 +201,53 @@ def render(obj, output_format, offline, max_workers, runner_template):
 )
 @click.pass_obj
 def trigger(obj, run_id_file=None, deployer_attribute_file=None, **kwargs):
-    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.deploy.deployments import dispatch
     from metaflow_nomad.deploy.parameters import dispatch_meta
+
+    client, namespace, _ = _deployed_runner_job(obj)
+    run_id = dispatch(client, obj.deployment.name, dispatch_meta(obj.flow, kwargs), namespace)
+    _record_run(obj, run_id, run_id_file, deployer_attribute_file)
+    obj.echo(f"Run *{run_id}* of *{obj.deployment.name}* triggered on Nomad.", bold=True)
+
+
+@nomad_workflows.command(
+    help="Resume a run on Nomad: a new run of the deployment that reuses the tasks "
+    "the given run finished and runs the rest (Metaflow's resume)."
+)
+@click.option("--origin-run-id", required=True, help="The run to resume (any run of this flow).")
+@click.option(
+    "--step",
+    "step_to_rerun",
+    default=None,
+    help="Run this step again, and the steps after it, even if it finished.",
+)
+@click.option("--run-id-file", default=None, help="Write the ID of the new run to this file.")
+@click.option(
+    "--deployer-attribute-file", default=None, hidden=True, help="Used by the Deployer API."
+)
+@click.pass_obj
+def resume(obj, origin_run_id, step_to_rerun=None, run_id_file=None, deployer_attribute_file=None):
+    from metaflow_nomad.deploy.attempts import META_RESUME_ORIGIN, META_RESUME_STEP
+    from metaflow_nomad.deploy.deployments import dispatch
+    from metaflow_nomad.plugin.deploy.resume import check_resume
+
+    client, namespace, deployed = _deployed_runner_job(obj)
+    check_resume(obj, deployed, origin_run_id, step_to_rerun)
+    meta = {META_RESUME_ORIGIN: origin_run_id}
+    if step_to_rerun:
+        meta[META_RESUME_STEP] = step_to_rerun
+    run_id = dispatch(client, obj.deployment.name, meta, namespace)
+    _record_run(obj, run_id, run_id_file, deployer_attribute_file)
+    obj.echo(
+        f"Run *{run_id}* of *{obj.deployment.name}* resumes run *{origin_run_id}* on Nomad.",
+        bold=True,
+    )
+
+
+def _deployed_runner_job(obj):
+    """The Nomad client, the deployment's namespace and its runner job; a clear error
+    if the flow is not deployed there."""
+    from metaflow_nomad.api.client import default_client
     from metaflow_nomad.errors import NomadException
     from metaflow_nomad.plugin.deploy.context import deployment_namespace
 
@@ -215,12 +260,16 @@ def trigger(obj, run_id_file=None, deployer_attribute_file=None, **kwargs):
             f"{namespace or 'default'}. Deploy it first: python {_flow_file()} "
             "nomad-workflows create"
         )
-    run_id = dispatch(client, obj.deployment.name, dispatch_meta(obj.flow, kwargs), namespace)
+    return client, namespace, deployed
+
+
+def _record_run(obj, run_id: str, run_id_file: str | None, attribute_file: str | None) -> None:
+    """Tell the caller (a script, the Deployer) the new run's id at once."""
     if run_id_file:
         with open(run_id_file, "w") as handle:
             handle.write(run_id)
-    if deployer_attribute_file:
-        with open(deployer_attribute_file, "w") as handle:
+    if attribute_file:
+        with open(attribute_file, "w") as handle:
             json.dump(
                 {
                     "name": obj.deployment.name,
@@ -229,7 +278,6 @@ def trigger(obj, run_id_file=None, deployer_attribute_file=None, **kwargs):
                 },
                 handle,
             )
-    obj.echo(f"Run *{run_id}* of *{obj.deployment.name}* triggered on Nomad.", bold=True)
 
 
 def _echo_triggers(obj, runner_meta) -> None:

@@ -93,10 +93,46 @@ class NomadWorkflowsDeployedFlow(DeployedFlow):
 
     def trigger(self, **kwargs) -> NomadWorkflowsTriggeredRun:
         """Start a run; keyword arguments are the flow's parameters."""
+        return self._start_run("trigger", **kwargs)
+
+    def resume(
+        self, origin_run_id: str, step_to_rerun: str | None = None, **kwargs
+    ) -> NomadWorkflowsTriggeredRun:
+        """
+        Resume a run on Nomad: a new run of this deployment, known at once like a
+        triggered one, that reuses every task ``origin_run_id`` finished and runs
+        the rest (Metaflow's ``resume``).
+
+        Parameters
+        ----------
+        origin_run_id : str
+            The run to resume.
+        step_to_rerun : str, optional
+            Run this step again, and the steps after it, even if it finished.
+
+        Returns
+        -------
+        NomadWorkflowsTriggeredRun
+        """
+        if kwargs:
+            raise NomadException(
+                f"resume takes no flow parameters (got {', '.join(sorted(kwargs))}): a resumed "
+                f"run keeps the parameter values of {origin_run_id}, since Metaflow's resume "
+                "clones them and the steps it runs again read them from the tasks they "
+                "follow. Trigger a new run to use other values."
+            )
+        step = {"step_to_rerun": step_to_rerun} if step_to_rerun else {}
+        return self._start_run("resume", origin_run_id=origin_run_id, **step)
+
+    def _start_run(self, command_name: str, **kwargs) -> NomadWorkflowsTriggeredRun:
+        """Run ``trigger`` or ``resume``; the new run's id comes back through a fifo."""
         with temporary_fifo() as (attribute_file_path, attribute_file_fd):
             pid = self.deployer.spm.run_command(
                 _command(
-                    self.deployer, "trigger", deployer_attribute_file=attribute_file_path, **kwargs
+                    self.deployer,
+                    command_name,
+                    deployer_attribute_file=attribute_file_path,
+                    **kwargs,
                 ),
                 env=self.deployer.env_vars,
                 cwd=self.deployer.cwd,
@@ -107,7 +143,9 @@ class NomadWorkflowsDeployedFlow(DeployedFlow):
             command.sync_wait()
             if command.process.returncode == 0:
                 return NomadWorkflowsTriggeredRun(deployer=self.deployer, content=content)
-        raise NomadException(f"Could not trigger {self.deployer.name} on Nomad.")
+        raise NomadException(
+            f"Could not {command_name} {self.deployer.name} on Nomad: see the command's output."
+        )
 
     def delete(self, **kwargs) -> bool:
         """Delete the deployment; runs in flight go on."""

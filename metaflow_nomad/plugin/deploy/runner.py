@@ -4,7 +4,8 @@
 earlier runner of it was lost, stops what such a runner left behind, and then
 replaces itself with the flow's runtime: ``start-run`` for a first attempt
 (Metaflow's ``run``, with the run id fixed), Metaflow's own ``resume`` for a
-later one.
+later one, or for a run dispatched by ``nomad-workflows resume``.  What it was
+dispatched with (parameters, the run to resume) it reads from its job's Meta.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ class NotARunner(NomadException):
 @click.pass_obj
 def runner(obj, max_workers, tags):
     from metaflow_nomad.api.lookup import stop_run_jobs
-    from metaflow_nomad.deploy.attempts import plan_runner_attempt
+    from metaflow_nomad.deploy.attempts import plan_runner_attempt, resume_request
     from metaflow_nomad.deploy.naming import run_id_for_runner_job
-    from metaflow_nomad.deploy.parameters import flow_parameter_names, meta_env_name, run_options
+    from metaflow_nomad.deploy.parameters import flow_parameter_names, run_options
     from metaflow_nomad.deploy.triggers import TRIGGERS_META
     from metaflow_nomad.model import TRIGGERS_ENV
 
@@ -42,14 +43,17 @@ def runner(obj, max_workers, tags):
         )
     # Metaflow 2.16's graph has no end_step: its end step is always named "end".
     end_step = getattr(obj.graph, "end_step", "end")
-    plan = plan_runner_attempt(obj.flow_datastore, run_id_for_runner_job(job_id), end_step)
+    meta = _own_meta(job_id)
+    plan = plan_runner_attempt(
+        obj.flow_datastore, run_id_for_runner_job(job_id), end_step, resume_request(meta)
+    )
     if plan.already_succeeded:
         obj.echo(f"Run {plan.origin_run_id} already finished; nothing to resume.")
         return
     for earlier in plan.earlier:
         # A lost runner could not stop its steps' jobs; they would race the resumed ones.
         stop_run_jobs(obj.flow.name, earlier, echo=obj.echo)
-    events = os.environ.get(meta_env_name(TRIGGERS_META))
+    events = meta.get(TRIGGERS_META)
     if events:
         # Every task of the run builds current.trigger from it.
         os.environ[TRIGGERS_ENV] = events
@@ -58,14 +62,11 @@ def runner(obj, max_workers, tags):
     if plan.origin_run_id is None:
         obj.echo(f"Starting run {plan.run_id} (runner job {job_id}).")
         argv = [*top, *group, "start-run", f"--run-id={plan.run_id}", *common]
-        argv += run_options(flow_parameter_names(obj.flow), os.environ)
+        argv += run_options(flow_parameter_names(obj.flow), meta)
     else:
-        obj.echo(
-            f"The runner of {plan.origin_run_id} was lost; resuming it as {plan.run_id}, "
-            "reusing the tasks that finished."
-        )
+        obj.echo(_resume_line(plan))
         argv = [*top, "resume", f"--origin-run-id={plan.origin_run_id}", f"--run-id={plan.run_id}"]
-        argv += common
+        argv += [*common, *([plan.step_to_rerun] if plan.step_to_rerun else [])]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-u", *argv])
@@ -109,6 +110,31 @@ def announce_finish(obj):
     for delivery in NomadEvent(name, payload).safe_publish(kind=RUN):
         started = f"started run {delivery.run_id}" if delivery.run_id else "recorded the event"
         click.echo(f"{name}: {delivery.deployment} {started}.", err=True)
+
+
+def _own_meta(job_id: str) -> dict[str, str]:
+    """This runner job's Meta: its parent's, plus what it was dispatched with.  Only
+    the Meta tells a parameter that was not dispatched (NOMAD_META_<key> is then "")."""
+    from metaflow_nomad.api.client import default_client
+
+    job = default_client().job(job_id, namespace=os.environ.get("NOMAD_NAMESPACE"))
+    if job is None:
+        raise NotARunner(f"The runner job {job_id} is not on Nomad any more; nothing to run.")
+    return job.get("Meta") or {}
+
+
+def _resume_line(plan) -> str:
+    """Say in the runner's log why this run is a resume, and of what."""
+    if plan.earlier:
+        return (
+            f"The runner of {plan.origin_run_id} was lost; resuming it as {plan.run_id}, "
+            "reusing the tasks that finished."
+        )
+    again = f", running {plan.step_to_rerun} again" if plan.step_to_rerun else ""
+    return (
+        f"Resuming run {plan.origin_run_id} as {plan.run_id}, reusing the tasks that "
+        f"finished{again}."
+    )
 
 
 def _invocation(argv: list[str]) -> tuple[list[str], list[str]]:
