@@ -163,6 +163,13 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "none (the node's own registry credentials, if any)",
         "NOMAD_REGISTRY_AUTH",
     ),
+    _step(
+        "task_api",
+        "bool: the task may call Nomad (e.g. publish an event) through its Task API socket",
+        "`false`",
+        "NOMAD_TASK_API",
+        default=False,
+    ),
     _conn("address", "NOMAD_ADDRESS", "NOMAD_ADDR", "API address, default `http://127.0.0.1:4646`"),
     _conn(
         "token",

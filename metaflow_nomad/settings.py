@@ -87,6 +87,7 @@ class StepSettings:
     pending_timeout: float | None
     docker: DockerOptions | None = None
     package_cache: str | None = None
+    task_api: bool = False
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def describe_placement(self) -> str:
@@ -191,6 +192,7 @@ def resolve_step_settings(
         pending_timeout=_pending_timeout(v, raw["pending_timeout"]),
         docker=_docker_options(v, raw, driver),
         package_cache=v.optional_node_path("package_cache", raw["package_cache"]),
+        task_api=v.boolean("task_api", raw["task_api"]),
     )
     raise_problems(v.problems)
     return StepSettings(step_name=step_name, sources=sources, **values)

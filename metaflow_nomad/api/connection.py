@@ -6,6 +6,7 @@ Every value comes from the settings table (``metaflow_nomad.config.SETTING_SPECS
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from metaflow_nomad.config import (
 )
 
 DEFAULT_ADDRESS = "http://127.0.0.1:4646"
+TASK_API_SOCKET = "api.sock"
 # Where each connection setting is set, for messages that tell users what to set.
 SETTING = {name: spec.describe() for name, spec in CONNECTION_SPECS.items()}
 
@@ -56,8 +58,18 @@ class ConnectionSettings:
 
     @classmethod
     def from_environment(cls) -> ConnectionSettings:
-        """The launcher's settings, from its environment and Metaflow profile."""
-        return cls.from_config(connection_config(), setting_source("NOMAD_ADDRESS"))
+        """The launcher's settings, from its environment and Metaflow profile.
+
+        Inside a Nomad task with no address set (a step publishing an event), the
+        task's own Task API socket is the way to its cluster: it needs no TLS, and
+        it takes the task's workload identity when the job exposes it."""
+        config = connection_config()
+        source = setting_source("NOMAD_ADDRESS")
+        socket = task_api_socket(os.environ)
+        if "NOMAD_ADDRESS" not in config and socket:
+            config = {**config, "NOMAD_ADDRESS": f"unix://{socket}"}
+            source = "this Nomad task's Task API socket (${NOMAD_SECRETS_DIR}/api.sock)"
+        return cls.from_config(config, source)
 
     def __repr__(self) -> str:  # never show the token
         return f"ConnectionSettings(address={self.address!r}, namespace={self.namespace!r})"
@@ -65,3 +77,12 @@ class ConnectionSettings:
     @property
     def uses_mtls(self) -> bool:
         return self.address.startswith("https://") and bool(self.client_cert)
+
+
+def task_api_socket(environ: Mapping[str, str]) -> str | None:
+    """The Task API socket of the Nomad task this process runs in, if any."""
+    secrets = environ.get("NOMAD_SECRETS_DIR")
+    if not secrets:
+        return None
+    path = os.path.join(secrets, TASK_API_SOCKET)
+    return path if os.path.exists(path) else None

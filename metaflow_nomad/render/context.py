@@ -117,6 +117,7 @@ class JobRequest:
             service_auth=inputs.service_auth_variable is not None,
             registry_auth=self.settings.docker is not None
             and self.settings.docker.registry_auth is not None,
+            task_api=self.settings.task_api,
         )
 
 

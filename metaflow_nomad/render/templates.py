@@ -83,6 +83,7 @@ class Features:
     mtls: bool = False
     service_auth: bool = False
     registry_auth: bool = False
+    task_api: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)

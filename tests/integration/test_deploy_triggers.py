@@ -23,6 +23,7 @@ from metaflow_nomad.deploy.event_dispatch import pending_path
 from metaflow_nomad.deploy.naming import run_id_for_runner_job
 from tests.support.deploy import (
     allocations,
+    copy_flow,
     deploy_cli,
     runner_jobs_of,
     runner_log,
@@ -43,9 +44,11 @@ FLOWS = {
 
 READ_RUN = """
 import json, sys
-from metaflow import Run, namespace
+from metaflow import Flow, Run, namespace
 namespace(None)
-run = Run(sys.argv[1])
+def _run(path):
+    return Run(path) if "/" in path else Flow(path).latest_run
+run = _run(sys.argv[1])
 print(json.dumps({"successful": run.successful,
                   "data": {k: getattr(run.data, k) for k in sys.argv[2:]}}))
 """
@@ -72,6 +75,12 @@ def deployed(deploy_cluster, tmp_path_factory):
     yield workdir, created
     for flow_file in FLOWS:
         deploy_cli(deploy_cluster, workdir, flow_file, "delete")  # the test deleted one
+
+
+def _read_run(cluster, workdir: Path, pathspec: str, *artifacts: str) -> dict:
+    """The artifacts of a run (the latest run of a flow if ``pathspec`` is a flow name)."""
+    output = client_script(workdir, cluster.env(workdir), READ_RUN, pathspec, *artifacts)
+    return json.loads(output.splitlines()[-1])["data"]
 
 
 def _finished_run(cluster, workdir: Path, deployment: str, pathspec: str, *artifacts: str):
@@ -180,6 +189,23 @@ def test_an_event_with_a_payload_starts_a_flow_with_the_mapped_parameters(deploy
     status = deploy_cli(deploy_cluster, workdir, "event_flow.py", "status", run_id)
     assert "Triggered by event data_ready." in status.output
     assert status.stdout.strip().splitlines()[-1] == "Succeeded"
+    if deploy_cluster.secure:
+        return  # a step has no token on this cluster (docs/deploy.md: from a step)
+
+    # From a step on Nomad: the step reaches its cluster through its Task API socket.
+    copy_flow("publisher_flow.py", workdir)
+    publisher = subprocess.run(
+        [sys.executable, "publisher_flow.py", "--no-pylint", "run"],
+        cwd=workdir,
+        env=deploy_cluster.env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert publisher.returncode == 0, publisher.stdout + publisher.stderr
+    [from_step] = _read_run(deploy_cluster, workdir, "PublisherFlow", "started")["started"]
+    run, _ = _finished_run(deploy_cluster, workdir, "eventflow", f"EventFlow/{from_step}", "got")
+    assert run["data"]["got"] == {"table": "from_a_step", "rows": 7, "options": {}}
 
 
 def test_a_flow_waiting_on_two_events_starts_after_both_and_never_once_deleted(

@@ -272,7 +272,7 @@ TEMPLATE_CASES = [
         "'metaflow_nomad/v1/base.nomad.hcl.j2', so it would be ignored. Blocks you can replace: "
         "constraints, devices, dispatch, docker_options, driver_extra, env, extra_groups, "
         "extra_tasks, group_extra, job_placement, registry_auth, resources, service_auth, "
-        "task_config, task_extra.",
+        "task_api, task_config, task_extra.",
     ),
     (
         "version.nomad.hcl.j2",

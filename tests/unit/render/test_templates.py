@@ -65,6 +65,7 @@ def test_gpu_step_requests_devices(tmp_path):
         "mtls": False,
         "service_auth": False,
         "registry_auth": False,
+        "task_api": False,
     }
     assert 'device "amd/gpu" {' in rendered.hcl
     assert "count = 2" in rendered.hcl
@@ -74,6 +75,14 @@ def test_plain_step_has_no_feature_blocks(tmp_path):
     rendered = render(tmp_path)
     assert "device " not in rendered.hcl
     assert "mount {" not in rendered.hcl
+    assert "identity {" not in rendered.hcl
+
+
+def test_task_api_step_gets_its_workload_identity_and_no_token(tmp_path):
+    rendered = render(tmp_path, task_api=True)
+    assert rendered.context.features["task_api"] is True
+    assert "identity {\n        env = true\n      }" in rendered.hcl
+    assert "NOMAD_TOKEN" not in rendered.hcl
 
 
 def test_mtls_step_sets_nomad_env_for_the_step(tmp_path):
