@@ -56,9 +56,12 @@ def _secs(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f}s"
 
 
-def _assert_cleaned(cleanup, jobs_within: float, allocs_within: float = 15) -> None:
-    """Jobs stopped by the launcher in time; allocations then ended by Nomad's kill."""
-    assert (cleanup.jobs_left, cleanup.allocs_left) == (0, 0)
+def _assert_cleaned(
+    cleanup, jobs_within: float, allocs_within: float = 15, output: str = ""
+) -> None:
+    """Jobs stopped by the launcher in time; allocations then ended by Nomad's kill
+    (``output``, the run's, says why not)."""
+    assert (cleanup.jobs_left, cleanup.allocs_left) == (0, 0), output
     assert cleanup.jobs_gone_after < jobs_within
     assert cleanup.allocs_gone_after < allocs_within
 
@@ -84,8 +87,8 @@ def test_sigint_to_the_runtime_only_stops_the_job(sleeping_run, nomad_client):
     cleanup = wait_no_active_jobs(nomad_client, FLOW, run_id, [job["ID"]], timeout=30)
     _report("sigint runtime only", before, cleanup)
     assert before == 1
-    _assert_cleaned(cleanup, jobs_within=12)
     assert run.finish() != 0
+    _assert_cleaned(cleanup, jobs_within=12, output=run.output)
     assert "Killing 1 remaining tasks" in run.output
     # Stopped by the runtime_finished backstop, not by the (SIGKILLed) trampoline.
     assert f"Stopped Nomad job {job['ID']}." in run.output
