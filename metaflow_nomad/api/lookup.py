@@ -67,8 +67,11 @@ def stop_jobs(
 
 
 def stop_run_jobs(flow_name: str, run_id: str, echo: Callable[[str], None]) -> int:
-    """Stop every still-active job of a run; used when the launcher ends abnormally."""
-    client = default_client(timeout=5, max_attempts=2)
+    """Stop every still-active job of a run; used when the launcher ends abnormally.
+
+    This is the last thing standing between an interrupted run and an orphaned job,
+    so it waits out a slow or busy agent (up to about a minute) rather than give up."""
+    client = default_client(timeout=10, max_attempts=4)
     try:
         jobs = find_jobs(client, flow_name, run_id)
     except NomadClientError as exc:
