@@ -119,6 +119,26 @@ def run_job_prefix(flow_name: str, run_id: str) -> str:
     return f"{flow_job_prefix(flow_name)}{_id_part(run_id, 40)}-"
 
 
+def parallel_node_task_id(control_task_id: str, node_index: int) -> str:
+    """The Metaflow task id of node ``node_index`` of a ``@parallel`` gang.
+
+    Node 0 is the control task the runtime created; node ``i`` is worker ``i - 1``,
+    named as ``@kubernetes`` names its workers, so that the client API and the
+    ``logs`` command find every node under the same ids on either backend.
+    """
+    return control_task_id if node_index == 0 else f"{control_task_id}-worker-{node_index - 1}"
+
+
+def gang_node_index(alloc_name: str) -> int | None:
+    """A ``@parallel`` node's index from its allocation's name (``job.group[2]``):
+    Nomad's ``NOMAD_ALLOC_INDEX``, which picks the node's step command."""
+    match = _ALLOC_INDEX.search(alloc_name or "")
+    return int(match.group(1)) if match else None
+
+
+_ALLOC_INDEX = re.compile(r"\[(\d+)\]$")
+
+
 # The task's node name, filled in by Nomad's runtime interpolation: Nomad 1.6 sets
 # no NOMAD_* variable with it, and the task registers it as Metaflow metadata.
 NODE_NAME_ENV = "METAFLOW_NOMAD_NODE_NAME"

@@ -74,9 +74,15 @@ def plan_attempt(deco, cli_args) -> AttemptPlan:
         ui_url=_ui_url(),
         sample_usage=True,
         cpu_cores=_cpu_cores(settings.cpu),
+        num_nodes=invocation.gang.num_nodes if invocation.gang is not None else 1,
     )
     try:
         step_jobs = os.environ.get(STEP_JOBS_ENV)
+        if step_jobs and invocation.gang is not None:
+            raise NomadException(
+                f"Step '{identity.step_name}': a @parallel step cannot run in a deployed "
+                "flow yet (its step job runs one task). Run the flow with `run`."
+            )
         if step_jobs:
             return dataclasses.replace(plan, dispatch=_dispatch(invocation, step_jobs))
         return _with_job(plan, invocation, settings)

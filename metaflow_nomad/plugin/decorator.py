@@ -36,6 +36,7 @@ from metaflow_nomad.plugin.step_settings import (
     datastore_problem,
     flow_settings_problems,
     gather,
+    is_parallel_step,
     load_project_file,
     resolve_for_step,
 )
@@ -70,6 +71,10 @@ class NomadDecorator(StepDecorator):
         A template name or path (see nomad_templates/README.md).
     pending_timeout : number, optional
         Seconds a task may wait for placement before it fails.
+
+    With ``@parallel`` (or a subclass such as ``@torchrun``), each attempt of the step
+    is one Nomad job running its whole gang of ``num_parallel`` nodes, which find the
+    control through Nomad and fail, stop and retry as one unit (render/parallel.py).
     """
 
     name = "nomad"
@@ -91,6 +96,7 @@ class NomadDecorator(StepDecorator):
         self.environment = environment
         self.step = step
         self.flow_datastore = flow_datastore
+        self.parallel = is_parallel_step(decos)
         if WORKLOAD_ENV in os.environ:
             # Inside the task: everything below was checked by the launcher.
             return
@@ -209,7 +215,12 @@ class NomadDecorator(StepDecorator):
             self._save_package_once(self.flow_datastore, self.package)
 
     def runtime_step_cli(self, cli_args, retry_count, max_user_code_retries, ubf_context):
-        if ubf_context == UBF_CONTROL:
+        if ubf_context == UBF_CONTROL and self.parallel:
+            # The attempt's job runs the whole gang (render.parallel).  Set here what
+            # @parallel's own runtime_step_cli sets, which may run after this one.
+            cli_args.command_options["num-parallel"] = str(cli_args.task.ubf_iter.num_parallel)
+            cli_args.command_options["split-index"] = "0"
+        elif ubf_context == UBF_CONTROL:
             # The control task of an unbounded foreach starts its workers itself,
             # and Nomad would run it as a plain task: it fails with an internal
             # error (as on @kubernetes outside @parallel).  Nothing is submitted.
@@ -253,6 +264,8 @@ class NomadDecorator(StepDecorator):
         self.task_datastore = task_datastore
         if WORKLOAD_ENV not in os.environ:
             return
+        if ubf_context == UBF_CONTROL and self.parallel:
+            _record_gang(flow, run_id, step_name, task_id)
         # Job Meta arrives as NOMAD_META_<KEY>, upper-cased, dots kept.
         fields = {
             "nomad-node-name": os.environ.get(NODE_NAME_ENV),
@@ -307,6 +320,18 @@ class NomadDecorator(StepDecorator):
                 0
             ]
             cls.package_metadata = package.package_metadata
+
+
+def _record_gang(flow, run_id: str, step_name: str, task_id: str) -> None:
+    """The control task names every node of its gang (itself first), as Metaflow's
+    runtime expects of a @parallel control task: the join's inputs are those tasks."""
+    from metaflow_nomad.model import parallel_node_task_id
+
+    num_nodes = flow._parallel_ubf_iter.num_parallel
+    flow._control_mapper_tasks = [
+        f"{run_id}/{step_name}/{parallel_node_task_id(task_id, i)}" for i in range(num_nodes)
+    ]
+    flow._control_task_is_mapper_zero = True
 
 
 def _expose_trigger(events: str) -> None:

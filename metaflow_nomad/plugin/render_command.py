@@ -17,6 +17,8 @@ from metaflow_nomad.plugin.step_options import step_options
 
 PREVIEW_RUN_ID = "render-preview"
 PREVIEW_TASK_ID = "1"
+# A @parallel step's gang size is the previous step's num_parallel, unknown here.
+PREVIEW_NUM_PARALLEL = "2"
 
 
 @click.command(
@@ -54,6 +56,7 @@ def render(
     settings, values = _settings_override(obj, step_name, values_file)
     kwargs["run_id"] = kwargs["run_id"] or PREVIEW_RUN_ID
     kwargs["task_id"] = kwargs["task_id"] or PREVIEW_TASK_ID
+    _gang_options(obj, step_name, kwargs)
     objects = FlowObjects(
         flow=obj.flow,
         graph=obj.graph,
@@ -132,6 +135,24 @@ def runtime_cli_args(obj, step_name: str, step_options: dict):
     cli_args = CLIArgs(task)
     cli_args.command_options = {key.replace("_", "-"): value for key, value in step_options.items()}
     return cli_args
+
+
+def _gang_options(obj, step_name: str, kwargs: dict) -> None:
+    """A @parallel step renders as its control task's attempt: its whole gang (of
+    ``--num-parallel`` nodes, 2 unless given), as a run submits it."""
+    from metaflow_nomad.plugin.step_settings import find_nomad_decorator
+
+    if not find_nomad_decorator(obj.flow, step_name).parallel:
+        return
+    kwargs["ubf_context"] = kwargs["ubf_context"] or "ubf_control"
+    kwargs["split_index"] = kwargs["split_index"] or "0"
+    if not kwargs["num_parallel"]:
+        kwargs["num_parallel"] = PREVIEW_NUM_PARALLEL
+        click.echo(
+            f"# @parallel: a gang of {PREVIEW_NUM_PARALLEL} nodes (the run's num_parallel is "
+            "decided by the previous step; pass --num-parallel N).",
+            err=True,
+        )
 
 
 def _run_lease_env(obj, run_id: str) -> dict[str, str]:

@@ -21,6 +21,11 @@ def step_options(command):
         click.option("--retry-count", default=0, help=_PASSED),
         click.option("--max-user-code-retries", default=0, help=_PASSED),
         click.option("--ubf-context", default=None, help=_PASSED),
+        click.option(
+            "--num-parallel",
+            default=None,
+            help="Passed to the top-level 'step': the nodes of a @parallel step's gang.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)

@@ -24,13 +24,21 @@ from metaflow_nomad.settings import (
 )
 
 PROJECT_FILE = "metaflow_nomad.yaml"
-CONFLICTING_DECORATORS = ("kubernetes", "batch", "slurm", "parallel")
+CONFLICTING_DECORATORS = ("kubernetes", "batch", "slurm")
 T = TypeVar("T")
 
 
 def find_nomad_decorator(flow, step_name: str):
     """The step's @nomad decorator instance (static or from --with), or None."""
     return next((d for d in getattr(flow, step_name).decorators if d.name == "nomad"), None)
+
+
+def is_parallel_step(decos) -> bool:
+    """A multi-node step: ``@parallel`` or one of its subclasses (``@torchrun``,
+    metaflow_ray's ``@metaflow_ray``...), known by class, whatever its name."""
+    from metaflow.plugins.parallel_decorator import ParallelDecorator
+
+    return any(isinstance(deco, ParallelDecorator) for deco in decos)
 
 
 def user_set_attributes(deco) -> dict:

@@ -27,6 +27,7 @@ from metaflow_nomad.model import (
 from metaflow_nomad.render.exact_env import exact_env
 from metaflow_nomad.render.hcl import HclRaw
 from metaflow_nomad.render.inputs import RenderInputs
+from metaflow_nomad.render.parallel import ParallelGang
 from metaflow_nomad.render.templates import TEMPLATE_API_VERSION, Features, LoadedTemplate
 from metaflow_nomad.settings import StepSettings
 
@@ -90,7 +91,8 @@ class JobRequest:
     ``script_ref``, when set, is the Nomad runtime reference that delivers the
     encoded script at start (a deployed step's dispatch meta) instead of
     ``launch.script``.  ``uses_tls`` is False for a job that must never carry TLS
-    material (a runner reaches Nomad through its Task API socket).
+    material (a runner reaches Nomad through its Task API socket).  ``parallel``
+    is set for an attempt of a ``@parallel`` step: its gang of nodes.
     """
 
     job_id: str
@@ -105,6 +107,7 @@ class JobRequest:
     task_name: str = TASK_NAME
     kill_timeout: str = KILL_TIMEOUT
     uses_tls: bool = True
+    parallel: ParallelGang | None = None
 
     def tls(self, inputs: RenderInputs) -> TlsMaterial | None:
         return inputs.tls_for(self.settings.driver) if self.uses_tls else None
@@ -118,6 +121,7 @@ class JobRequest:
             registry_auth=self.settings.docker is not None
             and self.settings.docker.registry_auth is not None,
             task_api=self.settings.task_api,
+            parallel=self.parallel is not None,
         )
 
 
@@ -159,6 +163,7 @@ class TemplateContext:
     dispatch: dict | None
     trigger: dict | None
     deployment: dict | None
+    parallel: dict | None
     template_api: str
 
     def as_template_vars(self) -> dict[str, Any]:
@@ -202,6 +207,7 @@ def template_context(
         dispatch=None if request.dispatch is None else _plain(request.dispatch),
         trigger=None if request.trigger is None else _plain(request.trigger),
         deployment=None if request.deployment is None else dict(request.deployment),
+        parallel=None if request.parallel is None else request.parallel.as_template_vars(),
         template_api=TEMPLATE_API_VERSION,
     )
 

@@ -20,6 +20,7 @@ from metaflow_nomad.render.context import (
     template_context,
 )
 from metaflow_nomad.render.inputs import RenderInputs
+from metaflow_nomad.render.parallel import ParallelGang
 from metaflow_nomad.render.template_origins import render_origins
 from metaflow_nomad.render.templates import (
     STEP_TEMPLATE,
@@ -39,8 +40,14 @@ class RenderedJob:
     context: TemplateContext
 
 
-def step_request(settings: StepSettings, identity: JobIdentity, launch: TaskLaunch) -> JobRequest:
-    """A run's job for one task attempt: its ids are its Meta and its ``metaflow``."""
+def step_request(
+    settings: StepSettings,
+    identity: JobIdentity,
+    launch: TaskLaunch,
+    parallel: ParallelGang | None = None,
+) -> JobRequest:
+    """A run's job for one task attempt: its ids are its Meta and its ``metaflow``;
+    a ``@parallel`` step's attempt runs its whole gang (``parallel``)."""
     return JobRequest(
         job_id=identity.job_id,
         settings=settings,
@@ -54,6 +61,7 @@ def step_request(settings: StepSettings, identity: JobIdentity, launch: TaskLaun
             attempt=identity.attempt,
             user=identity.user,
         ),
+        parallel=parallel,
     )
 
 

@@ -30,6 +30,15 @@ from metaflow_nomad.render.metadata_snapshot import (
     needs_snapshot,
 )
 from metaflow_nomad.render.metadata_snapshot import task_commands as metadata_task_commands
+from metaflow_nomad.render.parallel import (
+    UBF_CONTROL,
+    ParallelGang,
+    dispatch_script,
+    gang_env,
+    gang_for,
+    gang_settings,
+    node_step_options,
+)
 from metaflow_nomad.settings import StepSettings
 
 
@@ -98,6 +107,21 @@ class StepInvocation:
         return task_logs(self.objects.flow_datastore, self.identity)
 
     @cached_property
+    def gang(self) -> ParallelGang | None:
+        """The gang of a ``@parallel`` step's control task (its ``--num-parallel``),
+        which this attempt's job runs whole; None for any other task."""
+        options = self.step_options
+        if options.get("ubf_context") != UBF_CONTROL or not options.get("num_parallel"):
+            return None
+        identity = self.identity
+        return gang_for(identity.job_id, identity.task_id, int(options["num_parallel"]))
+
+    def for_node(self, node_index: int) -> StepInvocation:
+        """Node ``node_index`` of this control task's gang, as its own task."""
+        options = node_step_options(dict(self.step_options), self.gang, node_index)
+        return dataclasses.replace(self, step_options=options)
+
+    @cached_property
     def metadata_snapshot(self) -> MetadataSnapshot | None:
         """The flow's local metadata for a task that cannot see it (see metadata_snapshot).
 
@@ -160,8 +184,11 @@ def prepare_job(
     command and env, with the settings its datastore needs.  ``config`` is
     ``read_config()``, which a runtime reads once for all its attempts."""
     settings = task_settings(settings, invocation.objects.flow_datastore)
+    gang = invocation.gang
+    if gang is not None:
+        settings = gang_settings(settings, invocation.step_name)
     launch = build_step_launch(invocation, config)
-    return render_job(step_request(settings, invocation.identity, launch), inputs)
+    return render_job(step_request(settings, invocation.identity, launch, gang), inputs)
 
 
 def task_settings(settings: StepSettings, datastore) -> StepSettings:
@@ -199,12 +226,33 @@ def with_node_path(settings: StepSettings, path: str) -> StepSettings:
 
 
 def build_step_launch(invocation: StepInvocation, config: Mapping[str, str]) -> TaskLaunch:
-    """What the task runs: its bootstrap script and its environment."""
+    """What the task runs: its bootstrap script and its environment; for a
+    ``@parallel`` control task, what every node of its gang runs (``render.parallel``)."""
+    gang = invocation.gang
+    if gang is None:
+        return build_node_launch(invocation, config, keep_ubf_context=False)
+    nodes = [
+        build_node_launch(invocation.for_node(i), config, keep_ubf_context=True)
+        for i in range(gang.num_nodes)
+    ]
+    # The nodes' environments differ in nothing but their scripts (the task id is
+    # in the script alone), so node 0's is every node's.
+    env = {**nodes[0].env, **gang_env(gang, [node.script for node in nodes])}
+    return TaskLaunch(script=dispatch_script(gang), env=env)
+
+
+def build_node_launch(
+    invocation: StepInvocation, config: Mapping[str, str], keep_ubf_context: bool
+) -> TaskLaunch:
+    """One task's bootstrap script and environment.  A gang's nodes keep their UBF
+    context (control or worker), which Metaflow's step command needs to tell them
+    apart; a lone task runs as an ordinary task."""
     objects = invocation.objects
     identity = invocation.identity
     step_options = dict(invocation.step_options)
     step_options["input_paths"], input_env = split_input_paths(step_options.get("input_paths"))
-    step_options.pop("ubf_context", None)
+    if not keep_ubf_context:
+        step_options.pop("ubf_context", None)
     executable = objects.environment.executable(identity.step_name, config.get("NOMAD_PYTHON"))
     step_cli = step_command_line(
         executable,

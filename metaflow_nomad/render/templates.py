@@ -84,6 +84,8 @@ class Features:
     service_auth: bool = False
     registry_auth: bool = False
     task_api: bool = False
+    # A @parallel step's gang: count = N nodes, their port, service and discovery.
+    parallel: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)

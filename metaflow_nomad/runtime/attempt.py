@@ -35,9 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metaflow_nomad.runtime.attempt")
     parser.add_argument("plan_file")
     # Metaflow's runtime appends its config-values file to every task's command
-    # line; the step in the task reads its configs from the code package.
+    # line; the step in the task reads its configs from the code package.  A
+    # decorator whose runtime_step_cli runs after @nomad's may add step options too
+    # (@parallel's --num-parallel): they are in the plan already, and ignored here.
     parser.add_argument("--local-config-file", default=None)
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)
     plan = read_plan(args.plan_file)
     echo = _echo(plan.label)
     if plan.error:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from metaflow_nomad.api.ui_links import allocation_url
 from metaflow_nomad.errors import NomadJobFailed, NomadJobKilled
 from metaflow_nomad.model import COMMAND_NOT_FOUND, TASK_NAME, TaskLogs
+from metaflow_nomad.runtime.gang import GangSpec
 from metaflow_nomad.runtime.guard import JobGuard
 from metaflow_nomad.runtime.logs import (
     StreamedLines,
@@ -135,9 +136,11 @@ class TaskLauncher:
         if end.succeeded_before_nomad_said():
             # The step and its capture are done; Nomad marks the job complete on
             # its own a moment later, so there is nothing to stop.
-            self._echo(end_report(tracker.allocation, "finished with exit code 0"))
-            self._guard.release()
-            return
+            self._wait_for_gang(tracker, run_time_limit + grace)
+            if tracker.gang_failure is None:
+                self._echo(end_report(tracker.allocation, "finished with exit code 0"))
+                self._guard.release()
+                return
         if end.exit_status() is not None:
             tracker.wait_finished(NOMAD_ACCOUNT_WAIT_S)
         if not tracker.finished:
@@ -147,7 +150,25 @@ class TaskLauncher:
                 f"not stop itself within {grace:g}s more, so the launcher stopped job "
                 f"{self._job_id}."
             )
+        if tracker.outcome().succeeded:
+            self._wait_for_gang(tracker, run_time_limit + grace)
         self._give_verdict(tracker.outcome(), tracker.final_report, streamed)
+
+    def _wait_for_gang(self, tracker: JobTracker, timeout: float) -> None:
+        """A gang's control has succeeded: the attempt is done once every other node
+        is (the join reads their artifacts), or failed once one of them fails."""
+        if tracker.wait_gang(0):
+            return
+        self._echo(
+            f"The control task finished; waiting for the gang's other "
+            f"{self._plan.num_nodes - 1} node(s)."
+        )
+        if not tracker.wait_gang(timeout):
+            self._guard.stop(reason="run time limit")
+            raise NomadJobFailed(
+                f"The gang's workers ran {timeout:g}s past the control's end (past the "
+                f"step's time limit), so the launcher stopped job {self._job_id}."
+            )
 
     def _start_tracker(self) -> JobTracker:
         return JobTracker(
@@ -160,7 +181,12 @@ class TaskLauncher:
             placement=self._plan.placement,
             clock=self._clock,
             alloc_url=self._alloc_url if self._plan.ui_url else None,
+            gang=self._gang(),
         ).start()
+
+    def _gang(self) -> GangSpec | None:
+        plan = self._plan
+        return GangSpec(plan.num_nodes, plan.identity.task_id) if plan.num_nodes > 1 else None
 
     def _alloc_url(self, alloc_id: str) -> str:
         return allocation_url(self._plan.ui_url, alloc_id, self._namespace)

@@ -66,6 +66,9 @@ class AttemptPlan:
     # Sample the allocation's usage while it runs (runtime.usage), against the request.
     sample_usage: bool = False
     cpu_cores: float | None = None
+    # A @parallel step's attempt runs its gang of nodes in the one job: the
+    # launcher follows every node's allocation (runtime.gang).
+    num_nodes: int = 1
     error: str | None = None
 
     @property

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from metaflow_nomad.model import gang_node_index
+from metaflow_nomad.runtime.gang import GangSpec, all_ended, failed_node
 from metaflow_nomad.runtime.outcome import (
     TERMINAL_CLIENT_STATUS,
     TaskOutcome,
@@ -37,6 +39,8 @@ class _State:
     deregistered: bool = False
     final_report: str | None = None
     replacements: set = field(default_factory=set)
+    gang_failure: TaskOutcome | None = None
+    gang_settled: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -58,6 +62,7 @@ class JobTracker:
         clock: Callable[[], float] = time.monotonic,
         poll_s: float = 1.0,
         alloc_url: Callable[[str], str] | None = None,
+        gang: GangSpec | None = None,
     ):
         self.client = client
         self.job_id = job_id
@@ -70,6 +75,7 @@ class JobTracker:
         self._clock = clock
         self._poll_s = poll_s
         self._alloc_url = alloc_url
+        self.gang = gang
         self._thread = threading.Thread(target=self._run, name="nomad-job-tracker", daemon=True)
 
     def start(self) -> JobTracker:
@@ -90,6 +96,16 @@ class JobTracker:
     def final_report(self) -> str | None:
         """One line on how the task ended, printed after its last log lines."""
         return self._state.final_report
+
+    @property
+    def gang_failure(self) -> TaskOutcome | None:
+        """The first node of the gang that ended without success (None: none has)."""
+        return self._state.gang_failure
+
+    def wait_gang(self, timeout: float | None) -> bool:
+        """True once every node of the gang has ended, or one has failed (at once
+        without a gang); False after ``timeout``."""
+        return self.gang is None or self._state.gang_settled.wait(timeout=timeout)
 
     @property
     def finished(self) -> bool:
@@ -142,6 +158,9 @@ class JobTracker:
                 self._state.started.set()
             if alloc.get("ClientStatus") in TERMINAL_CLIENT_STATUS:
                 self._state.finished.set()
+                if self.gang is None:
+                    return
+            if self.gang is not None and self._gang_settled(allocs):
                 return
             while True:
                 new_allocs, new_index = self.client.job_allocations(
@@ -154,8 +173,23 @@ class JobTracker:
                     allocs = new_allocs
                     break
 
+    def _gang_settled(self, allocs: list[dict]) -> bool:
+        """Judge the gang's other nodes: True once one has failed (the attempt fails
+        as one unit) or every node has ended."""
+        failure = failed_node(allocs, self.gang, self.task_name, self.memory_mb)
+        if failure is not None and self._state.gang_failure is None:
+            self._state.gang_failure = failure
+            self.echo(f"Gang {failure.message}: the attempt fails as one unit.")
+            self._state.started.set()
+            self._state.finished.set()
+        settled = failure is not None or all_ended(allocs, self.gang.num_nodes)
+        if settled:
+            self._state.gang_settled.set()
+        return settled
+
     def _attempt_allocation(self, allocs: list[dict]) -> dict:
-        """The attempt's own allocation: the first one placed, followed by its ID.
+        """The attempt's own allocation: the first one placed, followed by its ID
+        (of a gang, the control's: node 0).
 
         A lost allocation of a batch job is replaced by Nomad (1.6) inside the same
         job, whatever the reschedule policy; the replacement is not this attempt,
@@ -165,10 +199,16 @@ class JobTracker:
             own = next((a for a in allocs if a["ID"] == self._state.alloc["ID"]), None)
             if own is not None:
                 return own
-        return min(allocs, key=lambda a: a.get("CreateIndex", 0))
+        controls = [a for a in allocs if gang_node_index(a.get("Name", "")) in (0, None)]
+        return min(controls or allocs, key=lambda a: a.get("CreateIndex", 0))
 
     def _report_replacements(self, allocs: list[dict], own: dict) -> None:
+        """Name the allocations Nomad placed in place of this attempt's (a gang's
+        other nodes are not replacements: their index differs)."""
+        own_index = gang_node_index(own.get("Name", ""))
         for alloc in allocs:
+            if gang_node_index(alloc.get("Name", "")) != own_index:
+                continue
             if alloc["ID"] != own["ID"] and alloc["ID"] not in self._state.replacements:
                 self._state.replacements.add(alloc["ID"])
                 self.echo(
@@ -252,6 +292,8 @@ class JobTracker:
     def outcome(self) -> TaskOutcome:
         if self._state.error is not None:
             raise self._state.error
+        if self._state.gang_failure is not None:
+            return self._state.gang_failure
         if self._state.deregistered and self._state.alloc is None:
             return TaskOutcome(
                 status="stopped", message="the Nomad job was stopped before it was placed"

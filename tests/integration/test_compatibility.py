@@ -149,13 +149,6 @@ def test_secrets_static_and_with(
     assert db_secret not in json.dumps(jobs)
 
 
-def test_parallel_is_refused_before_anything_is_submitted(run_flow, nomad_client):
-    result = run_flow("parallel_flow.py", top_args=("--with", "nomad"))
-    assert result.returncode != 0
-    assert "Step 'train': @nomad cannot be combined with @parallel." in result.output
-    assert jobs_by_step(nomad_client, "ParallelFlow", result.run_id) == {}
-
-
 def test_unbounded_foreach_is_refused_before_its_step_is_submitted(run_flow, nomad_client):
     result = run_flow("unbounded_foreach_flow.py", top_args=("--with", "nomad:cpu=100,memory=256"))
     assert result.returncode != 0

@@ -271,8 +271,8 @@ TEMPLATE_CASES = [
         "{dir}/block.nomad.hcl.j2:3: block 'taskextra' does not exist in "
         "'metaflow_nomad/v1/base.nomad.hcl.j2', so it would be ignored. Blocks you can replace: "
         "constraints, devices, dispatch, docker_options, driver_extra, env, extra_groups, "
-        "extra_tasks, group_extra, job_placement, registry_auth, resources, service_auth, "
-        "task_api, task_config, task_extra.",
+        "extra_tasks, group_extra, job_placement, parallel_group, parallel_task, registry_auth, "
+        "resources, service_auth, task_api, task_config, task_extra.",
     ),
     (
         "version.nomad.hcl.j2",

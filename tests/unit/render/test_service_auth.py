@@ -79,6 +79,7 @@ def test_a_step_job_reads_the_headers_from_the_variable_and_holds_no_key(launche
         "service_auth": True,
         "registry_auth": False,
         "task_api": False,
+        "parallel": False,
     }
     assert rendered.context.service_auth == {"variable": VARIABLE}
     check_offline(rendered.hcl)

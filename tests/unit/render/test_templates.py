@@ -66,6 +66,7 @@ def test_gpu_step_requests_devices(tmp_path):
         "service_auth": False,
         "registry_auth": False,
         "task_api": False,
+        "parallel": False,
     }
     assert 'device "amd/gpu" {' in rendered.hcl
     assert "count = 2" in rendered.hcl
