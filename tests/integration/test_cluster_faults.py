@@ -517,11 +517,29 @@ def test_a_run_whose_leader_is_killed_mid_task_finishes_with_each_task_once(
 def test_a_server_restarted_a_moment_ago_delays_a_launch_through_it_but_fails_none(cluster):
     """A server that has just (re)started knows the leader, so a load balancer's
     health check passes, a moment before it has applied the raft log: until then it
-    refuses every token with 403 "ACL token not found".  The client waits it out."""
+    refuses every token with 403 "ACL token not found".  The client waits it out.
+
+    The window lasts a few seconds at most; on a busy machine the restart may only be
+    noticed after it closed, so the fault is made again (at most 3 times) until the
+    test catches the server inside it."""
     wait_full_cluster(cluster)
-    name, _ = kill_leader(cluster)  # its window is the longest (~4 s, a follower's ~0.5 s)
+    for attempt in range(1, 4):
+        name, member, refused, client, parsed = _launch_through_a_restarted_leader(cluster)
+        print(f"attempt {attempt}: restarted {name} first answered {refused!r}")
+        if refused is not None:
+            break
+    # What Nomad 1.6 does (the premise): the restarted server refused the token at first.
+    assert refused == "HTTP 403: ACL token not found"
+    assert parsed["ID"] == "probe"
+    assert client.request_count > 1  # it was refused, and asked again
+    wait_for(lambda: refuses_token(member) is None, 30, f"{name} to know the token")
+
+
+def _launch_through_a_restarted_leader(cluster):
+    """Kill the leader (its window is the longest: ~4 s, a follower's ~0.5 s), let the
+    cluster move on, restart it and parse through it at once."""
+    name, _ = kill_leader(cluster)
     try:
-        # The cluster moves on without it.
         body = {"Path": "cluster-faults/moved-on", "Items": {"while": "down"}}
         cluster.api("PUT", "/v1/var/cluster-faults/moved-on", body)
         cluster.restart_member(name)  # back as soon as it knows the leader
@@ -530,16 +548,12 @@ def test_a_server_restarted_a_moment_ago_delays_a_launch_through_it_but_fails_no
         refused = refuses_token(member)
         began = time.monotonic()
         parsed = client.parse(HCL)
-        took = time.monotonic() - began
+        print(f"the client's parse through {name} took {time.monotonic() - began:.1f}s")
     finally:
         if not cluster.servers[name].running:
             restart_server(cluster, name)
-    print(f"restarted {name} first answered {refused!r}; the client's parse took {took:.1f}s")
-    # What Nomad 1.6 does (the premise): the restarted server refused the token at first.
-    assert refused == "HTTP 403: ACL token not found"
-    assert parsed["ID"] == "probe"
-    assert client.request_count > 1  # it was refused, and asked again
-    wait_for(lambda: refuses_token(member) is None, 30, f"{name} to know the token")
+    wait_full_cluster(cluster)
+    return name, member, refused, client, parsed
 
 
 # -- the metadata service restarted ----------------------------------------------------

@@ -82,7 +82,9 @@ ACL_ONLY = pytest.mark.parametrize("deploy_cluster", ["acl"], indirect=True)
 def test_a_lost_runner_is_replaced_and_resumes_the_run_reusing_finished_steps(
     deploy_cluster, sleeper
 ):
-    run_id = _trigger(deploy_cluster, sleeper, 15)
+    # The nap outlasts the replacement runner's start even on a busy machine: the
+    # replacement must find the lost attempt's step still running and stop it.
+    run_id = _trigger(deploy_cluster, sleeper, 30)
     first_nap = wait_step_running(deploy_cluster, FLOW, run_id, "nap")
     runner = runner_job_of(deploy_cluster, DEPLOYMENT, run_id)
     (lost,) = [
