@@ -149,7 +149,10 @@ def runner_commands(obj, deployment: Deployment, options: RunnerOptions) -> Runn
         f"--monitor={obj.monitor.TYPE}",
         f"--package-suffixes={','.join(obj.package_suffixes)}",
     ]
-    for spec in [*obj.tl_decospecs, "nomad"]:
+    specs = list(obj.tl_decospecs)
+    if "nomad" not in specs:  # every step of a deployed flow runs on Nomad
+        specs.append("nomad")
+    for spec in specs:
         top.append(f"--with={spec}")
     for deco in decorators.flow_decorators(obj.flow):
         for name, value in deco.get_top_level_options():
